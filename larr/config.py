@@ -28,12 +28,61 @@ class DataConfig(_Strict):
     seed: int | None = Field(None, description="Generator seed; defaults to the top-level seed.")
 
 
+class LLMConfig(_Strict):
+    """The backbone causal LM shared by stages 1-2."""
+
+    model: str = Field("smollm2", description="'smollm2' (the packaged default) or a Hugging Face model folder.")
+    max_length: int = Field(256, description="Token limit for encoded texts.")
+
+
+class CorpusConfig(_Strict):
+    """Stage-1 corpus: shop (and user) documents with field tokens."""
+
+    heldout_frac: float = Field(0.1, description="Share of shops held out for perplexity evaluation.")
+    include_users: bool = True
+
+
+class PretrainConfig(_Strict):
+    """Stage 1: continual pretraining (next-token loss)."""
+
+    method: Literal["lora", "full"] = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    seq_len: int = 256
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int | None = None
+    warmup_ratio: float = 0.05
+    checkpoint_every: int = 50
+    log_every: int = 10
+
+
+class ContrastiveConfig(_Strict):
+    """Stage 2: contrastive fine-tuning into a text-embedding model."""
+
+    temperature: float = 0.05
+    batch_size: int = 32
+    lr: float = 1e-4
+    epochs: float = 1.0
+    max_steps: int | None = None
+    weights: dict[str, float] = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0}
+    head_dim: int = 256
+
+
 class Config(_Strict):
     """Everything one run needs. Each stage reads its own section."""
 
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     data: DataConfig = DataConfig()
+    llm: LLMConfig = LLMConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
 
     @property
     def data_seed(self) -> int:
