@@ -141,7 +141,7 @@ def main() -> None:
     try:
         app()
     except (UserError, ConfigError, SchemaError) as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

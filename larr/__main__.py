@@ -1,0 +1,3 @@
+from larr.cli import main
+
+main()
