@@ -1,0 +1,383 @@
+"""Stage-3 models: CTR backbones, the LARR scene encoder, the alignment loss, save/load.
+
+Reading order, top to bottom:
+
+1. :class:`RecConfig` — the typed hyper-parameters (and the named ablation variants).
+2. Building blocks — :func:`mlp`, :class:`FieldEmbedding`, :class:`CrossNetV2`.
+3. Backbones on the concatenated inputs — :class:`DNN`, :class:`DCNv2`.
+4. The scene module — :class:`SceneEncoder` (per-feature LLM vectors → bidirectional
+   Transformer with an ``<agg>`` token, or mean pooling) and :class:`WholeSceneEncoder`.
+5. :class:`CTRModel` — field embeddings (+ scene vector) → backbone → click logit; also the
+   two vectors the alignment loss compares.
+6. Losses — :func:`alignment_loss` (symmetric in-batch InfoNCE) and :func:`ctr_loss`.
+7. :func:`predict`, :func:`save_model`, :func:`load_model`.
+
+The frozen LLM vectors of the scene table are a *buffer* of :class:`CTRModel`, not a
+parameter: the LLM is frozen in stage 3, so they get no gradient, the optimiser never sees
+them, and they travel inside ``model.safetensors`` so a saved model is self-contained.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from larr.io import atomic_dir
+from larr.rec.features import Batches, FeatureSpec
+
+FORMAT = "larr-rec/1"
+MODEL_FILE, CONFIG_FILE, FEATURES_FILE = "model.safetensors", "config.json", "features.json"
+
+
+class RecConfig(BaseModel):
+    """Stage-3 hyper-parameters. The ablations of the paper are points in this space (:data:`VARIANTS`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embed_dim: int = Field(16, description="Size of every field embedding.")
+    backbone: Literal["dnn", "dcnv2"] = "dcnv2"
+    hidden: list[int] = Field([256, 128], description="Deep (MLP) layer sizes of the backbone.")
+    cross_layers: int = Field(3, description="DCNv2 cross layers.")
+    dcn_structure: Literal["parallel", "stacked"] = "parallel"
+    dropout: float = 0.1
+    scene_ids: bool = Field(True, description="Scene features as ID fields (OOV for unseen values).")
+    scene_encoder: Literal["none", "transformer", "meanpool", "whole_text"] = Field(
+        "transformer", description="LARR scene module over frozen LLM vectors; 'none' = no LLM input.")
+    scene_dim: int = Field(64, description="Width d of the scene encoder tokens.")
+    scene_layers: int = 2
+    scene_heads: int = 4
+    scene_size: int = Field(32, description="Size s of the scene vector fed to the CTR model.")
+    align_dim: int = Field(32, description="Space in which scene and collaborative vectors are compared.")
+    align_temperature: float = 0.1
+    align_weight: float = Field(0.1, description="λ in loss = BCE + λ·alignment; 0 switches alignment off.")
+    align_with: Literal["user", "user_and_scene_ids"] = Field(
+        "user_and_scene_ids", description="Fields of the collaborative side: user fields, plus scene ID fields "
+        "when the model has them.")
+    # read by the training loop
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 3
+
+    @property
+    def uses_alignment(self) -> bool:
+        return self.scene_encoder != "none" and self.align_weight > 0
+
+
+# The models compared in the report; each is RecConfig overrides (``cfg.model_copy(update=...)``).
+VARIANTS: dict[str, dict] = {
+    "base": {"scene_ids": False, "scene_encoder": "none"},
+    "base_scene_ids": {"scene_ids": True, "scene_encoder": "none"},
+    "larr": {"scene_ids": True, "scene_encoder": "transformer"},
+    "larr_no_align": {"scene_ids": True, "scene_encoder": "transformer", "align_weight": 0.0},
+    "larr_meanpool": {"scene_ids": True, "scene_encoder": "meanpool"},
+    "larr_whole_text": {"scene_ids": True, "scene_encoder": "whole_text"},
+}
+
+
+@dataclass
+class ModelDims:
+    """Sizes a model is built from: what the data and the LLM fix, not hyper-parameters."""
+
+    field_names: list[str]
+    field_sides: list[str]
+    vocab_sizes: list[int]
+    n_scene: int  # scene features per request
+    scene_table: int  # rows of the per-feature LLM table (row 0 = unknown)
+    whole_table: int  # rows of the whole-scene LLM table (row 0 = unknown)
+    llm_dim: int
+
+    @classmethod
+    def from_spec(cls, spec: FeatureSpec, llm_dim: int) -> "ModelDims":
+        return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
+                   spec.scene_table_size, 1 + len(spec.whole_texts), llm_dim)
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+def mlp(in_dim: int, hidden: list[int], dropout: float = 0.0, out_dim: int | None = None) -> nn.Sequential:
+    """Linear-ReLU-Dropout blocks, optionally ending in a plain Linear to ``out_dim``."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_dim, h), nn.ReLU(), nn.Dropout(dropout)]
+        in_dim = h
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class FieldEmbedding(nn.Module):
+    """One embedding table per categorical field: (B, n_fields) indices → (B, n_fields, d)."""
+
+    def __init__(self, vocab_sizes: list[int], dim: int) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(n, dim) for n in vocab_sizes)
+        for t in self.tables:
+            nn.init.normal_(t.weight, std=0.01)  # small: early logits near 0, no saturated start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([t(x[:, i]) for i, t in enumerate(self.tables)], dim=1)
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2 cross layers: ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` (full-rank W)."""
+
+    def __init__(self, dim: int, n_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+# ---------------------------------------------------------------------------- backbones
+
+
+class DNN(nn.Module):
+    """Plain MLP over the concatenated inputs."""
+
+    def __init__(self, in_dim: int, hidden: list[int], dropout: float) -> None:
+        super().__init__()
+        self.deep = mlp(in_dim, hidden, dropout)
+        self.out_dim = hidden[-1] if hidden else in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deep(x)
+
+
+class DCNv2(nn.Module):
+    """DCN-V2 (Wang et al. 2021): cross network and deep network, side by side or stacked."""
+
+    def __init__(self, in_dim: int, hidden: list[int], cross_layers: int, structure: str, dropout: float) -> None:
+        super().__init__()
+        self.structure = structure
+        self.cross = CrossNetV2(in_dim, cross_layers)
+        self.deep = mlp(in_dim, hidden, dropout)
+        deep_out = hidden[-1] if hidden else in_dim
+        self.out_dim = in_dim + deep_out if structure == "parallel" else deep_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.structure == "parallel":
+            return torch.cat([self.cross(x), self.deep(x)], dim=-1)
+        return self.deep(self.cross(x))
+
+
+# ---------------------------------------------------------------------------- scene module
+
+
+class SceneEncoder(nn.Module):
+    """LARR's scene aggregation: per-feature LLM vectors (B, F, D_llm) → scene vector (B, s).
+
+    Each feature's vector is projected to width d and tagged with a learnable *feature-type*
+    embedding; a learnable ``<agg>`` token is prepended and a Transformer encoder runs over the
+    F + 1 tokens with **no attention mask**, so every token sees every other (bidirectional)
+    and ``<agg>`` can gather from all features. Its output, through an MLP, is the scene vector.
+
+    Order behaviour: there is no positional encoding besides the type embedding, so the output
+    depends on *which feature holds which value* (swap two features' values and it changes) but
+    not on the order in which the (feature, value) pairs are listed — permuting the inputs and
+    the type embeddings together leaves it unchanged.
+
+    ``pool="mean"`` (the ``meanpool`` ablation) replaces the Transformer by the mean of the
+    tagged tokens.
+    """
+
+    def __init__(self, n_features: int, llm_dim: int, d: int, n_layers: int, n_heads: int, out_size: int,
+                 dropout: float = 0.0, pool: Literal["agg", "mean"] = "agg") -> None:
+        super().__init__()
+        self.pool = pool
+        self.proj = nn.Linear(llm_dim, d)
+        self.type_emb = nn.Parameter(0.02 * torch.randn(n_features, d))
+        if pool == "agg":
+            self.agg = nn.Parameter(0.02 * torch.randn(1, 1, d))
+            layer = nn.TransformerEncoderLayer(d, n_heads, 4 * d, dropout, batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+        self.head = mlp(d, [d], dropout, out_size)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(vectors) + self.type_emb  # (B, F, d)
+        if self.pool == "mean":
+            return self.head(tokens.mean(dim=1))
+        agg = self.agg.expand(tokens.shape[0], -1, -1)
+        h = self.encoder(torch.cat([agg, tokens], dim=1))  # no mask: bidirectional
+        return self.head(h[:, 0])
+
+
+class WholeSceneEncoder(nn.Module):
+    """The ``whole_text`` ablation: one LLM vector of the whole rendered scene → scene vector."""
+
+    def __init__(self, llm_dim: int, d: int, out_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = mlp(llm_dim, [d, d], dropout, out_size)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.net(vectors)
+
+
+# ---------------------------------------------------------------------------- the CTR model
+
+
+class CTROutput(NamedTuple):
+    logit: torch.Tensor  # (B,)
+    scene: torch.Tensor | None  # (B, align_dim) scene side of the alignment, when aligning
+    collab: torch.Tensor | None  # (B, align_dim) collaborative user/request side, when aligning
+
+
+class CTRModel(nn.Module):
+    """Click model: field embeddings (+ LARR scene vector) → DNN or DCNv2 → logit.
+
+    ``scene_llm`` is the frozen LLM table the scene encoder gathers from: per-feature values
+    (``transformer``/``meanpool``, indexed by ``batch["scene"]``) or whole scenes
+    (``whole_text``, indexed by ``batch["whole"]``). Left ``None``, a zero table of the right
+    shape is made (for :func:`load_model`, which then loads the saved one).
+
+    The *collaborative user/request representation* is an MLP over the embeddings of the
+    user-side fields (user id and profile fields) and — when the model has them and
+    ``align_with`` says so — the scene ID fields: what the ID-based recommender knows about who
+    is asking, and when. It contains no LLM input, which is what makes aligning the scene
+    vector with it informative.
+    """
+
+    def __init__(self, cfg: RecConfig, dims: ModelDims, scene_llm: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg, self.dims = cfg, dims
+        self.used = [i for i, s in enumerate(dims.field_sides) if cfg.scene_ids or s != "scene"]
+        used_sides = [dims.field_sides[i] for i in self.used]
+        collab_sides = ("user", "scene") if cfg.align_with == "user_and_scene_ids" else ("user",)
+        self.collab_fields = [j for j, s in enumerate(used_sides) if s in collab_sides]
+        self.embedding = FieldEmbedding([dims.vocab_sizes[i] for i in self.used], cfg.embed_dim)
+        in_dim = len(self.used) * cfg.embed_dim
+        self.scene_encoder = self._build_scene_encoder(cfg, dims, scene_llm)
+        if self.scene_encoder is not None:
+            in_dim += cfg.scene_size
+        if cfg.backbone == "dnn":
+            self.backbone: nn.Module = DNN(in_dim, cfg.hidden, cfg.dropout)
+        else:
+            self.backbone = DCNv2(in_dim, cfg.hidden, cfg.cross_layers, cfg.dcn_structure, cfg.dropout)
+        self.head = nn.Linear(self.backbone.out_dim, 1)
+        if cfg.uses_alignment:  # built only when used: DDP rejects parameters without gradients
+            self.scene_proj = nn.Linear(cfg.scene_size, cfg.align_dim)
+            self.collab_tower = mlp(len(self.collab_fields) * cfg.embed_dim, [cfg.hidden[-1]] if cfg.hidden else [],
+                                    cfg.dropout, cfg.align_dim)
+
+    def _build_scene_encoder(self, cfg: RecConfig, dims: ModelDims, table: torch.Tensor | None) -> nn.Module | None:
+        if cfg.scene_encoder == "none":
+            return None
+        rows = dims.whole_table if cfg.scene_encoder == "whole_text" else dims.scene_table
+        if table is None:
+            table = torch.zeros(rows, dims.llm_dim)
+        if tuple(table.shape) != (rows, dims.llm_dim):
+            raise ValueError(f"scene LLM table has shape {tuple(table.shape)}, expected {(rows, dims.llm_dim)}")
+        self.register_buffer("scene_llm", table.detach().float().clone())
+        if cfg.scene_encoder == "whole_text":
+            return WholeSceneEncoder(dims.llm_dim, cfg.scene_dim, cfg.scene_size, cfg.dropout)
+        pool = "mean" if cfg.scene_encoder == "meanpool" else "agg"
+        return SceneEncoder(dims.n_scene, dims.llm_dim, cfg.scene_dim, cfg.scene_layers, cfg.scene_heads,
+                            cfg.scene_size, cfg.dropout, pool)
+
+    def scene_vector(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scene vector (B, s). ``batch["scene_llm"]`` (raw LLM vectors) overrides the table
+        look-up — the serving path for a scene value that is not in the table yet."""
+        if "scene_llm" in batch:
+            return self.scene_encoder(batch["scene_llm"])
+        rows = batch["whole"] if self.cfg.scene_encoder == "whole_text" else batch["scene"]
+        # Rows of one request (and often of many requests) share a scene: encode each distinct
+        # scene of the batch once and scatter back. Same result, a fraction of the compute.
+        distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        return self.scene_encoder(self.scene_llm[distinct])[inverse]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
+        emb = self.embedding(batch["x"][:, self.used])  # (B, n_used, d)
+        parts = [emb.flatten(1)]
+        scene = None
+        if self.scene_encoder is not None:
+            scene = self.scene_vector(batch)
+            parts.append(scene)
+        logit = self.head(self.backbone(torch.cat(parts, dim=-1))).squeeze(-1)
+        if not self.cfg.uses_alignment:
+            return CTROutput(logit, None, None)
+        collab = self.collab_tower(emb[:, self.collab_fields].flatten(1))
+        return CTROutput(logit, self.scene_proj(scene), collab)
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def alignment_loss(scene: torch.Tensor, collab: torch.Tensor, temperature: float,
+                   groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE between scene and collaborative vectors (cosine / τ).
+
+    Row i's positive is row i of the other side; the other rows of the batch are negatives.
+    Rows sharing a ``groups`` id (e.g. impressions of one request: same user, same scene) are
+    identical pairs, not negatives, so they are masked out of each other's denominators.
+    """
+    s, c = F.normalize(scene, dim=-1), F.normalize(collab, dim=-1)
+    logits = s @ c.T / temperature
+    if groups is not None:
+        same = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=groups.device)
+        logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(len(s), device=s.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def ctr_loss(out: CTROutput, batch: dict[str, torch.Tensor], cfg: RecConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Training loss ``BCE + λ·alignment`` and its parts (floats, for logging)."""
+    bce = F.binary_cross_entropy_with_logits(out.logit, batch["label"])
+    if out.scene is None:
+        return bce, {"bce": bce.item()}
+    align = alignment_loss(out.scene, out.collab, cfg.align_temperature, batch.get("request"))
+    return bce + cfg.align_weight * align, {"bce": bce.item(), "align": align.item()}
+
+
+# ---------------------------------------------------------------------------- inference, save, load
+
+
+@torch.no_grad()
+def predict(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size: int = 8192) -> np.ndarray:
+    """Click probabilities for every row of a split, in row order (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    keep = {k: v for k, v in tensors.items() if k in ("x", "scene", "whole")}
+    out = [torch.sigmoid(model({k: v.to(device) for k, v in b.items()}).logit).cpu()
+           for b in Batches(keep, batch_size, shuffle=False)]
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def save_model(model: CTRModel, spec: FeatureSpec, out_dir: Path) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``features.json`` into ``out_dir``.
+
+    The folder is replaced atomically as a whole, so give the model a folder of its own.
+    """
+    with atomic_dir(Path(out_dir)) as tmp:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / MODEL_FILE, metadata={"format": FORMAT})
+        config = {"format": FORMAT, "rec": model.cfg.model_dump(mode="json"), "dims": asdict(model.dims)}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / FEATURES_FILE).write_text(spec.to_json())
+    return Path(out_dir)
+
+
+def load_model(model_dir: Path, device: str | torch.device = "cpu") -> CTRModel:
+    """Rebuild a model from ``config.json`` and load its weights (and frozen LLM table); eval mode.
+
+    The feature spec of the same folder: ``FeatureSpec.load(model_dir / "features.json")``.
+    """
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    model = CTRModel(RecConfig.model_validate(config["rec"]), ModelDims(**config["dims"]))
+    model.load_state_dict(load_file(model_dir / MODEL_FILE))
+    return model.to(device).eval()

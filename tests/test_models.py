@@ -1,0 +1,261 @@
+"""Stage-3 features and models (features tests live here too: one file per stage-3 core)."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from larr.data.schema import SceneFeature, read_scene_features, write_dataset_meta
+from larr.rec.features import Batches, FeatureSpec, build_features, scene_matrix, scene_texts, whole_matrix
+from larr.rec.models import (
+    VARIANTS,
+    CTRModel,
+    ModelDims,
+    RecConfig,
+    SceneEncoder,
+    alignment_loss,
+    ctr_loss,
+    load_model,
+    predict,
+    save_model,
+)
+from larr.store import DiskStore
+
+torch.set_num_threads(1)
+
+# ---------------------------------------------------------------------------- features
+
+
+def _tiny(d):
+    """The tiny data plus a float scene feature and a test row with an unseen user, shop, position."""
+    imps = pq.read_table(d / "impressions.parquet").to_pylist()
+    for r, t in zip(imps, [21.5, 21.5, 35.0, 35.0]):
+        r["temp"] = t
+    imps.append({**imps[-1], "user_id": 1, "shop_id": 2, "position": 7})
+    pq.write_table(pa.Table.from_pylist(imps), d / "impressions.parquet")
+    shops = pq.read_table(d / "shops.parquet").to_pylist()
+    pq.write_table(pa.Table.from_pylist(shops + [{**shops[0], "shop_id": 2, "category": "noodles"}]),
+                   d / "shops.parquet")
+    users = pq.read_table(d / "users.parquet").to_pylist()
+    pq.write_table(pa.Table.from_pylist(users + [{**users[0], "user_id": 1, "home_district": "New Port"}]),
+                   d / "users.parquet")
+    scene = read_scene_features(d) + [SceneFeature("temp", "float", "temperature: {value:.0f} °C")]
+    write_dataset_meta(d, scene, name="tiny")
+    return d
+
+
+def test_vocab_from_train_only_and_oov_is_zero(tiny_data):
+    spec, splits = build_features(_tiny(tiny_data))
+    vocab = {f.name: f.vocab for f in spec.fields}
+    assert vocab["user_id"] == ["0"] and vocab["shop_id"] == ["0", "1"] and vocab["category"] == ["hotpot", "ice cream"]
+    assert vocab["scene:weather"] == ["heavy rain"] and vocab["scene:hour"] == ["12"]
+    test = splits["test"]
+    col = {n: test["x"][:, i].tolist() for i, n in enumerate(spec.field_names)}
+    assert col["user_id"] == [1, 1, 0]  # user 1 never in train
+    assert col["shop_id"] == [1, 2, 0] and col["category"] == [1, 2, 0] and col["user_home"] == [1, 1, 0]
+    assert col["position"] == [1, 2, 0]
+    assert col["scene:weather"] == [0, 0, 0] and col["scene:hour"] == [0, 0, 0]  # unseen scene values
+    assert splits["train"]["x"][:, spec.field_names.index("scene:weather")].tolist() == [1, 1]
+
+
+def test_scene_table_covers_all_splits(tiny_data):
+    spec, splits = build_features(_tiny(tiny_data))
+    assert spec.scene_values == {"weather": ["heatwave", "heavy rain"], "hour": ["12", "19"], "temp": ["21.5", "35.0"]}
+    assert spec.scene_texts["temp"] == ["temperature: 22 °C", "temperature: 35 °C"]  # rendered from raw floats
+    keys = spec.scene_keys()
+    assert keys[:2] == ["scene/weather/heatwave", "scene/weather/heavy rain"] and len(keys) == 6
+    rows = splits["test"]["scene"]  # never 0: unseen values have LLM vectors
+    assert [keys[i - 1] for i in rows[0].tolist()] == ["scene/weather/heatwave", "scene/hour/19", "scene/temp/35.0"]
+    assert spec.whole_texts == ["weather: heatwave; hour: 19:00; temperature: 35 °C",
+                                "weather: heavy rain; hour: 12:00; temperature: 22 °C"]
+    assert splits["test"]["whole"].tolist() == [1, 1, 1] and splits["train"]["whole"].tolist() == [2, 2]
+    texts = scene_texts(spec)
+    assert texts["scene/hour/19"] == "hour: 19:00" and len(texts) == 8
+    assert spec.buckets["temp"] and spec.field_names[-1] == "scene:temp"
+
+
+def test_scene_feature_may_share_a_name_with_a_shop_column(tiny_data):
+    imps = pq.read_table(tiny_data / "impressions.parquet")
+    imps = imps.append_column("district", pa.array(["Harbour", "Harbour", "Airport", "Airport"]))
+    pq.write_table(imps, tiny_data / "impressions.parquet")
+    scene = read_scene_features(tiny_data) + [SceneFeature("district", "str", "district: {value}")]
+    write_dataset_meta(tiny_data, scene)
+    spec, _ = build_features(tiny_data)
+    vocab = {f.name: f.vocab for f in spec.fields}
+    assert vocab["shop_district"] == ["Old Town", "Riverside"] and vocab["scene:district"] == ["Harbour"]
+    assert spec.scene_values["district"] == ["Airport", "Harbour"]
+
+
+def test_shapes_spec_round_trip_and_llm_tables(tiny_data, tmp_path):
+    spec, splits = build_features(_tiny(tiny_data))
+    t = splits["test"]
+    assert t["x"].shape == (3, len(spec.fields)) and t["x"].dtype == torch.int64
+    assert t["scene"].shape == (3, 3) and t["label"].dtype == torch.float32 and t["unseen"].dtype == torch.bool
+    assert splits["valid"]["x"].shape == (0, len(spec.fields))
+    spec.save(tmp_path / "features.json")
+    assert FeatureSpec.load(tmp_path / "features.json") == spec
+    store = DiskStore(tmp_path / "emb")
+    texts = scene_texts(spec)
+    store.put_many({k: np.full(5, i, np.float32) for i, k in enumerate(texts)})
+    table = scene_matrix(spec, store)
+    assert table.shape == (spec.scene_table_size, 5) and table[0].abs().sum() == 0 and table[1, 0] == 0
+    assert whole_matrix(spec, store).shape == (3, 5)
+
+
+def test_batches_are_seeded_and_cover_every_row():
+    data = {"a": torch.arange(10), "b": torch.arange(10) * 2}
+    first = [b["a"].tolist() for b in Batches(data, 4, seed=3)]
+    assert first == [b["a"].tolist() for b in Batches(data, 4, seed=3)]
+    assert sorted(sum(first, [])) == list(range(10)) and [len(x) for x in first] == [4, 4, 2]
+    batches = Batches(data, 4, seed=3, drop_last=True)
+    assert len(batches) == 2 and all((b["b"] == 2 * b["a"]).all() for b in batches)
+    assert [b["a"].tolist() for b in batches] != first[:2]  # the next epoch reshuffles
+    shards = [sum((b["a"].tolist() for b in Batches(data, 4, seed=1, rank=r, world_size=3)), []) for r in range(3)]
+    assert all(len(s) == 3 for s in shards) and len(set(sum(shards, []))) == 9
+
+
+# ---------------------------------------------------------------------------- scene encoder
+
+
+def _encoder(pool="agg"):
+    torch.manual_seed(0)
+    return SceneEncoder(n_features=4, llm_dim=12, d=16, n_layers=2, n_heads=2, out_size=8, pool=pool).eval()
+
+
+def test_agg_output_sees_every_feature_bidirectional():
+    enc, v = _encoder(), torch.randn(3, 4, 12)
+    out = enc(v)
+    for i in (0, 3):  # with a causal mask, <agg> (position 0) would see neither
+        changed = v.clone()
+        changed[:, i] = torch.randn(3, 12)
+        assert not torch.allclose(enc(changed), out, atol=1e-5)
+
+
+def test_permutation_behaviour():
+    enc, v = _encoder(), torch.randn(3, 4, 12)
+    out = enc(v)
+    perm = [2, 0, 3, 1]
+    assert not torch.allclose(enc(v[:, perm]), out, atol=1e-5)  # values moved to other features
+    moved = copy.deepcopy(enc)
+    moved.type_emb.data = enc.type_emb.data[perm]  # (feature, value) pairs permuted together
+    torch.testing.assert_close(moved(v[:, perm]), out, atol=1e-5, rtol=1e-5)
+
+
+def test_meanpool_variant_shape():
+    assert _encoder("mean")(torch.randn(5, 4, 12)).shape == (5, 8)
+
+
+# ---------------------------------------------------------------------------- CTR model
+
+
+def _dims(n_scene=3, table=7, llm_dim=12):
+    return ModelDims(["user_id", "shop_id", "category", "position", "scene:a", "scene:b", "scene:c"],
+                     ["user", "item", "item", "context", "scene", "scene", "scene"],
+                     [20, 30, 5, 4, 3, 3, 3], n_scene, table, 4, llm_dim)
+
+
+def _batch(n=64, seed=0, dims=None):
+    g = torch.Generator().manual_seed(seed)
+    dims = dims or _dims()
+    x = torch.stack([torch.randint(0, s, (n,), generator=g) for s in dims.vocab_sizes], 1)
+    return {"x": x, "scene": torch.randint(0, dims.scene_table, (n, dims.n_scene), generator=g),
+            "whole": torch.randint(0, dims.whole_table, (n,), generator=g),
+            "label": (x[:, 1] % 2 == 0).float(),  # separable: clicks depend on the shop id
+            "request": torch.arange(n) // 4}
+
+
+def _model(**over):
+    torch.manual_seed(0)
+    cfg = RecConfig(embed_dim=8, hidden=[32, 16], scene_dim=16, scene_heads=2, scene_size=8, align_dim=8,
+                    dropout=0.0, **over)
+    rows = 4 if cfg.scene_encoder == "whole_text" else 7
+    return CTRModel(cfg, _dims(), torch.randn(rows, 12))
+
+
+@pytest.mark.parametrize("backbone,structure", [("dnn", "parallel"), ("dcnv2", "parallel"), ("dcnv2", "stacked")])
+def test_backbones_learn_a_separable_problem(backbone, structure):
+    model = _model(backbone=backbone, dcn_structure=structure, **VARIANTS["base_scene_ids"])
+    batch = _batch(256)
+    out = model(batch)
+    assert out.logit.shape == (256,) and out.scene is None
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    before = ctr_loss(model(batch), batch, model.cfg)[0].item()
+    for _ in range(40):
+        opt.zero_grad()
+        ctr_loss(model(batch), batch, model.cfg)[0].backward()
+        opt.step()
+    assert ctr_loss(model(batch), batch, model.cfg)[0].item() < 0.5 * before
+
+
+@pytest.mark.parametrize("variant", ["base", "larr", "larr_meanpool", "larr_whole_text", "larr_no_align"])
+def test_variants_forward(variant):
+    model = _model(**VARIANTS[variant])
+    out = model(_batch(16))
+    assert out.logit.shape == (16,)
+    aligning = variant in ("larr", "larr_meanpool", "larr_whole_text")
+    assert (out.scene is not None) == aligning and (out.collab is not None) == aligning
+    if aligning:
+        assert out.scene.shape == out.collab.shape == (16, 8)
+    n_x = len(model.embedding.tables)
+    assert n_x == (4 if variant == "base" else 7)
+    if aligning:
+        assert model.collab_fields == [0, 4, 5, 6]  # user_id + scene ID fields, never item fields
+        assert _model(**VARIANTS[variant], align_with="user").collab_fields == [0]
+
+
+def test_llm_table_is_a_frozen_buffer():
+    model = _model(**VARIANTS["larr"])
+    assert "scene_llm" in dict(model.named_buffers()) and "scene_llm" in model.state_dict()
+    assert all(p is not model.scene_llm for p in model.parameters())
+    batch = _batch(32)
+    loss, parts = ctr_loss(model(batch), batch, model.cfg)
+    loss.backward()
+    assert set(parts) == {"bce", "align"}
+    assert model.scene_llm.grad is None and not model.scene_llm.requires_grad
+    assert model.scene_encoder.proj.weight.grad is not None  # the encoder above it does learn
+
+
+def test_raw_llm_vectors_override_the_table_and_dedup_is_exact():
+    model = _model(**VARIANTS["larr"]).eval()
+    batch = _batch(8)
+    batch["scene"] = batch["scene"][torch.arange(8) // 2]  # pairs share a scene, encoded once
+    raw = dict(batch, scene_llm=model.scene_llm[batch["scene"]])
+    torch.testing.assert_close(model(raw).logit, model(batch).logit)
+
+
+def test_save_load_identical_predictions(tmp_path):
+    spec = FeatureSpec([], [], {}, {}, [])
+    model = _model(**VARIANTS["larr"]).eval()
+    tensors = _batch(50, seed=1)
+    save_model(model, spec, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "features.json", "model.safetensors"]
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(predict(loaded, tensors), predict(model, tensors))
+    assert loaded.cfg == model.cfg and json.loads((tmp_path / "m" / "config.json").read_text())["rec"]["backbone"]
+    assert FeatureSpec.load(tmp_path / "m" / "features.json") == spec
+
+
+# ---------------------------------------------------------------------------- alignment loss
+
+
+def test_alignment_loss_hand_computed_2x2():
+    scene = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # normalised: e1, e2
+    collab = torch.tensor([[3.0, 4.0], [0.0, 1.0]])  # normalised: (.6, .8), e2
+    tau = 0.5
+    sim = [[0.6, 0.0], [0.8, 1.0]]  # cos(scene_i, collab_j)
+
+    def ce(row, i):
+        return -(row[i] / tau) + math.log(sum(math.exp(v / tau) for v in row))
+
+    s2c = (ce(sim[0], 0) + ce(sim[1], 1)) / 2
+    c2s = (ce([sim[0][0], sim[1][0]], 0) + ce([sim[0][1], sim[1][1]], 1)) / 2
+    got = alignment_loss(scene, collab, tau)
+    assert got.item() == pytest.approx((s2c + c2s) / 2, rel=1e-6)
+    # rows of one group are not each other's negatives: each row is then its own only candidate
+    assert alignment_loss(scene, collab, tau, groups=torch.tensor([7, 7])).item() == pytest.approx(0.0, abs=1e-6)
