@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from larr.errors import LarrError
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -38,39 +40,103 @@ class LLMConfig(_Strict):
 class CorpusConfig(_Strict):
     """Stage-1 corpus: shop (and user) documents with field tokens."""
 
-    heldout_frac: float = Field(0.1, description="Share of shops held out for perplexity evaluation.")
-    include_users: bool = True
+    heldout_frac: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of shops held out (by seed) for perplexity evaluation; never trained on."
+    )
+    include_users: bool = Field(True, description="Add one <user> document per user to the training corpus.")
+    user_top_k: int = Field(
+        3, ge=0, description="Most clicked categories / shops (train split only) named in a user document."
+    )
 
 
 class PretrainConfig(_Strict):
-    """Stage 1: continual pretraining (next-token loss)."""
+    """Stage 1: continual pretraining (next-token loss on packed corpus blocks)."""
 
-    method: Literal["lora", "full"] = "lora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    method: Literal["lora", "full"] = Field(
+        "lora",
+        description="lora: LoRA on target_modules + the new field-token rows (peft trainable_token_indices); "
+        "full: every weight trains.",
+    )
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    seq_len: int = 256
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int | None = None
-    warmup_ratio: float = 0.05
-    checkpoint_every: int = 50
-    log_every: int = 10
+    seq_len: int = Field(256, ge=2, description="Tokens per packed block (documents joined by EOS).")
+    batch_size: int = Field(8, ge=1, description="Blocks per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(2e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping; 0 disables it.")
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the packed corpus (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between checkpoints in RUN_DIR/stage1_ckpt.")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between TensorBoard points.")
+    eval_batch_size: int = Field(8, ge=1)
+    eval_max_tokens: int | None = Field(
+        50_000, ge=2, description="Cap on held-out tokens scored for perplexity (keeps evaluation cheap)."
+    )
 
 
 class ContrastiveConfig(_Strict):
-    """Stage 2: contrastive fine-tuning into a text-embedding model."""
+    """Stage 2: contrastive fine-tuning into a text-embedding model (see larr/llm/contrastive.py)."""
 
-    temperature: float = 0.05
-    batch_size: int = 32
-    lr: float = 1e-4
-    epochs: float = 1.0
-    max_steps: int | None = None
-    weights: dict[str, float] = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0}
-    head_dim: int = 256
+    # loss and model
+    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature τ (cosine similarities / τ).")
+    weights: dict[str, float] = Field(
+        {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0},
+        description="λ per pair type in λ1·L_uu + λ2·L_ss + λ3·L_us; a type with weight 0 is not trained.",
+    )
+    head_dim: int = Field(256, ge=1, description="Output size of the MLP head (the embedding dimension).")
+    max_length: int | None = Field(
+        64, ge=8, description="Token limit of stage-2 texts (including <emb>); None = llm.max_length."
+    )
+    trainable_layers: int = Field(
+        2, ge=0, description="Top transformer layers fine-tuned with the head; the layers below are frozen "
+        "and their outputs computed once per text (0 = head only).",
+    )
+    cache_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16", description="Precision of the one-off frozen-layer pass and its cache (bf16: ~2x faster on CPU)."
+    )
+    # optimisation
+    batch_size: int = Field(32, ge=2, description="Pairs per type per step (in-batch negatives = batch_size - 1).")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the trainable LM layers.")
+    head_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the MLP head.")
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    epochs: float = Field(1.0, gt=0, description="Passes over the largest pair type.")
+    max_steps: int | None = Field(None, ge=1, description="Train exactly this many steps (instead of epochs).")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Stop training after this many seconds (the cosine schedule is sized by steps)."
+    )
+    # pairs (rules documented in larr/llm/pairs.py)
+    uu_min_jaccard: float = Field(0.2, ge=0, le=1, description="user-user: Jaccard of clicked-shop sets ≥ this.")
+    uu_min_common: int = Field(2, ge=1, description="user-user: at least this many shops clicked by both.")
+    uu_max_per_user: int = Field(5, ge=1, description="user-user: keep each user's most similar partners only.")
+    ss_min_coclick: int = Field(3, ge=1, description="shop-shop: at least this many users clicked both.")
+    ss_min_score: float = Field(0.05, ge=0, le=1, description="shop-shop: coclicks / sqrt(n_a n_b) ≥ this.")
+    ss_max_per_shop: int = Field(5, ge=1, description="shop-shop: keep each shop's best partners only.")
+    uu_max_pairs: int = Field(1500, ge=1, description="user-user: at most this many training pairs (seeded sample).")
+    ss_max_pairs: int = Field(1500, ge=1, description="shop-shop: at most this many training pairs (seeded sample).")
+    us_max_pairs: int = Field(2000, ge=1, description="user-shop: at most this many training click pairs (seeded sample).")
+    user_top_k: int = Field(3, ge=0, description="Categories / shops named in a user text.")
+    scene_in_user_text: bool = Field(
+        False, description="Append the click's rendered scene ('weather: heavy rain; …') to the user side of "
+        "user-shop pairs, so the model learns what scene words mean.",
+    )
+    scene_features_per_pair: int | None = Field(
+        3, ge=1, description="With scene_in_user_text: name a seeded random subset of this many scene features "
+        "per pair (None = all; ten features would outgrow max_length).",
+    )
+    # evaluation
+    heldout_frac: float = Field(0.1, ge=0, lt=1, description="Share of each pair type held out for evaluation.")
+    heldout_max: int = Field(200, ge=0, description="At most this many held-out pairs per type.")
+    eval_max_candidates: int = Field(
+        800, ge=2, description="user-user / shop-shop retrieval corpus: all entities up to this many, else every "
+        "held-out target plus a seeded sample of the others.",
+    )
+    evaluate: bool = Field(True, description="Run the stage-2 evaluation (4 models) at the end of `larr contrastive`.")
 
 
 class Config(_Strict):
@@ -89,7 +155,7 @@ class Config(_Strict):
         return self.seed if self.data.seed is None else self.data.seed
 
 
-class ConfigError(ValueError):
+class ConfigError(LarrError):
     """A config file or override is invalid (message: one line)."""
 
 

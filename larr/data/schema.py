@@ -26,13 +26,15 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from larr.errors import LarrError
+
 Kind = Literal["int", "float", "str", "bool"]
 
 SPLITS = ("train", "valid", "test")
 DATASET_FILE = "dataset.json"
 
 
-class SchemaError(ValueError):
+class SchemaError(LarrError):
     """A table does not match its declared schema (message: one line, file and column)."""
 
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from larr.data import world as W
 from larr.data.schema import SHOPS, SPLITS, USERS, Table, impressions_table, write_dataset_meta
+from larr.errors import LarrError
 from larr.io import atomic_path, atomic_write_text, write_parquet
 
 
@@ -218,12 +219,12 @@ def district_km() -> np.ndarray:
 def build_world(preset: Preset | str = "demo", seed: int = 0) -> World:
     """Draw the static world of one seed: calendar, shops (with texts), users (with texts)."""
     if isinstance(preset, str) and preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
+        raise LarrError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if not 40 <= p.n_days <= 365:
-        raise ValueError(f"n_days must be 40..365 (one year, sampled), got {p.n_days}")
+        raise LarrError(f"n_days must be 40..365 (one year, sampled), got {p.n_days}")
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise LarrError(f"seed must be >= 0, got {seed}")
     cal = build_calendar(p, _rng(seed, 0))
     shops = build_shops(p, cal, _rng(seed, 1))
     users = build_users(p, _rng(seed, 2))
