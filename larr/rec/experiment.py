@@ -1,0 +1,224 @@
+"""The stage-3 comparison (`larr evaluate`): every row of the table, every seed, one split.
+
+Every row (:data:`larr.rec.train.MODELS`) is trained with the same hyper-parameters
+(``cfg.rec`` plus only what its variant changes), the same epochs, embedding sizes, split and
+seeds, and is scored on the test split and on its unseen-scene slice (test rows with a scene
+value never seen in training — where reading the scene as text should pay off). Each metric
+is the mean over seeds ± the sample standard deviation (ddof = 1).
+
+Outputs, all in the run directory:
+
+- ``report.json`` section ``ctr``: ``{row: {auc, auc_std, gauc, gauc_std, logloss, logloss_std,
+  auc_unseen, auc_unseen_std, gauc_unseen, gauc_unseen_std, valid_auc, n_seeds, ...}}``, and
+  section ``stage3`` with the setup (seeds, encoder of the LARR rows, hyper-parameters, time,
+  skipped rows and why);
+- ``report.md`` (:func:`larr.report_md.render_markdown`), ``plots/ctr_auc.png``;
+- ``stage3/<row>_seed<k>/``: each trained model with its ``metrics.json``. A finished run whose
+  config, data and vectors still match is reused, so an interrupted comparison resumes.
+
+Runs of different (row, seed) are independent; ``experiment.workers = 2`` trains two at a time
+in separate processes with one thread each.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from larr.config import Config
+from larr.io import atomic_write_text
+from larr.rec.train import MODELS, TrainError, finished_run, llm_table, load_features, model_setup, train_model
+from larr.report import read_report, update_report
+
+PLOT_FILE = Path("plots") / "ctr_auc.png"
+REFERENCE = "base_scene_ids"  # the ID baseline every LLM row must beat
+METRICS = (("auc", "test", "auc"), ("gauc", "test", "gauc"), ("logloss", "test", "logloss"),
+           ("auc_unseen", "test_unseen", "auc"), ("gauc_unseen", "test_unseen", "gauc"),
+           ("logloss_unseen", "test_unseen", "logloss"), ("valid_auc", "valid", "auc"))
+
+
+# ---------------------------------------------------------------------------- aggregation
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return float(np.mean(vals)), std
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """One row of the table from its per-seed metrics: mean and std of every metric."""
+    row: dict = {"n_seeds": len(runs), "seeds": [r["seed"] for r in runs]}
+    for key, split, metric in METRICS:
+        row[key], row[f"{key}_std"] = _mean_std([r[split][metric] for r in runs])
+    row["n_test"], row["n_unseen"] = runs[0]["test"]["n"], runs[0]["test_unseen"]["n"]
+    row["epochs"] = float(np.mean([r["epochs"] for r in runs]))
+    row["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
+    return row
+
+
+def add_deltas(rows: dict[str, dict]) -> None:
+    """Δ AUC vs :data:`REFERENCE` (overall and unseen slice), for the table and the targets."""
+    ref = rows.get(REFERENCE)
+    if ref is None:
+        return
+    for row in rows.values():
+        for key in ("auc", "auc_unseen", "gauc", "gauc_unseen"):
+            if row.get(key) is not None and ref.get(key) is not None:
+                row[f"delta_{key}"] = row[key] - ref[key]
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _unavailable(cfg: Config, run_dir: Path, name: str, spec) -> str | None:
+    """Why row ``name`` cannot be trained here (missing or incomplete vectors), or None."""
+    rec, store = model_setup(cfg, name)
+    try:
+        llm_table(spec, run_dir, store, whole=rec.scene_encoder == "whole_text")
+    except TrainError as e:
+        return str(e)
+    return None
+
+
+def _worker(cfg_dump: dict, run_dir: str, name: str, seed: int) -> dict:
+    """One (row, seed) in a fresh process with one torch thread (two of them share 2 cores)."""
+    cfg = Config.model_validate(cfg_dump)
+    cfg = cfg.model_copy(update={"rec": cfg.rec.model_copy(update={"threads": 1})})
+    return train_model(cfg, Path(run_dir), name, seed)
+
+
+def _run_jobs(cfg: Config, run_dir: Path, jobs: list[tuple[str, int]], features, progress: bool,
+              log: Callable[[str], None]) -> list[dict]:
+    """Train the (row, seed) jobs, sequentially or in ``experiment.workers`` processes."""
+    out: list[dict] = []
+    if cfg.experiment.workers <= 1 or len(jobs) <= 1:
+        for name, seed in jobs:
+            out.append(train_model(cfg, run_dir, name, seed, features=features, progress=progress))
+            log(_run_line(out[-1]))
+        return out
+    ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=cfg.experiment.workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_worker, cfg.model_dump(mode="json"), str(run_dir), n, s) for n, s in jobs]
+        for f in futures:
+            out.append(f.result())
+            log(_run_line(out[-1]))
+    return out
+
+
+def _run_line(m: dict) -> str:
+    u = m["test_unseen"]["auc"]
+    return (f"stage3: {m['model']} seed {m['seed']}: test AUC {m['test']['auc']:.4f}, unseen "
+            f"{'n/a' if u is None else f'{u:.4f}'} ({m['epochs']} epochs, best {m['best_epoch']}, "
+            f"{m['train_seconds']:.0f}s)")
+
+
+def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool = True,
+        log: Callable[[str], None] = print) -> dict:
+    """Train and score every row × seed; write report.json (``ctr``, ``stage3``), report.md and the plot."""
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    unknown = [m for m in cfg.experiment.models if m not in MODELS]
+    if unknown:
+        raise TrainError(f"unknown model(s) {', '.join(unknown)} in experiment.models (choose from {', '.join(MODELS)})")
+    features = load_features(run_dir, data_dir)
+    spec, _, fingerprint = features
+    skipped = {n: why for n in cfg.experiment.models if (why := _unavailable(cfg, run_dir, n, spec))}
+    for name, why in skipped.items():
+        log(f"stage3: warning: skipping {name}: {why}")
+    names = [n for n in cfg.experiment.models if n not in skipped]
+    done: dict[tuple[str, int], dict] = {}
+    if cfg.experiment.reuse:
+        for n in names:
+            for s in cfg.experiment.seeds:
+                if (m := finished_run(cfg, run_dir, n, s, fingerprint)) is not None:
+                    done[(n, s)] = m
+    if done:
+        log(f"stage3: reusing {len(done)} finished run(s) from {run_dir / 'stage3'}")
+    jobs = [(n, s) for n in names for s in cfg.experiment.seeds if (n, s) not in done]
+    for m in _run_jobs(cfg, run_dir, jobs, features, progress, log):
+        done[(m["model"], m["seed"])] = m
+    rows = {n: aggregate([done[(n, s)] for s in cfg.experiment.seeds]) for n in names}
+    add_deltas(rows)
+    seconds = round(time.perf_counter() - t0, 1)
+    setup = {"models": names, "seeds": list(cfg.experiment.seeds), "larr_encoder": cfg.experiment.larr_encoder,
+             "stores": {n: model_setup(cfg, n)[1] for n in names}, "rec": cfg.rec.model_dump(mode="json"),
+             "backbone": cfg.experiment.backbone or cfg.rec.backbone, "skipped": skipped, "seconds": seconds,
+             "trained_runs": len(jobs), "reused_runs": len(cfg.experiment.seeds) * len(names) - len(jobs),
+             "workers": cfg.experiment.workers}
+    update_report(run_dir, "ctr", rows)
+    report = update_report(run_dir, "stage3", setup)
+    write_outputs(run_dir, report)
+    return {"rows": rows, **setup}
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def write_outputs(run_dir: Path, report: dict) -> None:
+    """``report.md`` from the whole report, and the AUC bar chart of the ``ctr`` section."""
+    from larr.report_md import render_markdown
+
+    atomic_write_text(Path(run_dir) / "report.md", render_markdown(report))
+    if report.get("ctr"):
+        plot_auc(report["ctr"], Path(run_dir) / PLOT_FILE)
+
+
+def plot_auc(rows: dict[str, dict], path: Path) -> Path:
+    """Bar chart: AUC per row, overall and on the unseen-scene slice, with seed-std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from larr.io import atomic_path
+
+    names = list(rows)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.2))
+    lows = []
+    for i, (key, label) in enumerate((("auc", "test"), ("auc_unseen", "unseen-scene slice"))):
+        vals = [rows[n].get(key) or np.nan for n in names]
+        errs = [rows[n].get(f"{key}_std") or 0.0 for n in names]
+        ax.bar(x + (i - 0.5) * 0.38, vals, 0.38, yerr=errs, capsize=3, label=label)
+        lows += [v - e for v, e in zip(vals, errs) if np.isfinite(v)]
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("AUC (mean ± std over seeds)")
+    if lows:
+        ax.set_ylim(max(0.0, min(lows) - 0.02), min(1.0, ax.get_ylim()[1] + 0.005))
+    ax.set_title("Stage 3: CTR AUC per model")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def rich_table(rows: dict[str, dict], title: str = "stage 3: CTR on the test split"):
+    """The comparison as a rich Table (printed by the CLI)."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("model", "AUC", "GAUC", "logloss", "AUC unseen", "GAUC unseen", f"Δ unseen vs {REFERENCE}", "seeds"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for name, r in rows.items():
+        delta = r.get("delta_auc_unseen")
+        t.add_row(name, _pm(r, "auc"), _pm(r, "gauc"), _pm(r, "logloss"), _pm(r, "auc_unseen"),
+                  _pm(r, "gauc_unseen"), "" if delta is None else f"{delta:+.4f}", str(r["n_seeds"]))
+    return t
+
+
+def _pm(row: dict, key: str) -> str:
+    v, s = row.get(key), row.get(f"{key}_std")
+    if v is None:
+        return "n/a"
+    return f"{v:.4f} ± {s:.4f}" if s is not None else f"{v:.4f}"

@@ -1,0 +1,463 @@
+"""Stage-3 training: one CTR model (a row of the comparison) for one seed.
+
+    larr train --out RUN_DIR --model larr --seed 0 [--resume]
+
+What happens, top to bottom:
+
+1. :func:`load_features` — the data directory's feature spec and per-split tensors, cached in
+   ``RUN_DIR/stage3/features`` (building them takes seconds; every run of the comparison reuses them).
+2. :func:`model_setup` — a row name (:data:`MODELS`) → its :class:`RecConfig` and the embedding
+   store whose frozen vectors it reads (:func:`llm_table`).
+3. :func:`fit` — AdamW on mini-batches of whole requests (:class:`RequestBatches`), early stopping on
+   validation AUC, the best weights kept, a resumable checkpoint every ``checkpoint_every`` epochs,
+   TensorBoard scalars under ``RUN_DIR/logs/stage3/<name>/seed<k>``.
+4. :func:`evaluate_model` — AUC, GAUC (per raw user id), logloss on valid, test and the test rows
+   with an unseen scene value; the model goes to ``RUN_DIR/stage3/<name>_seed<k>`` (safetensors +
+   JSON, :func:`larr.rec.models.save_model`) with its ``metrics.json``.
+
+Why batches hold whole requests: the ~15 rows of one request share one scene, and the model
+encodes each distinct scene of a batch once (:meth:`CTRModel.scene_vector`). With rows shuffled
+one by one a batch of 2,048 rows holds ~2,000 scenes; with requests kept together it holds
+~140, which makes the Transformer scene encoder ~10× cheaper — it otherwise dominates CPU time.
+Requests are still shuffled every epoch, and the alignment loss already treats rows of one
+request as one pair (it masks them out of each other's negatives).
+
+Checkpoints are safetensors (model, best model, optimizer tensors, RNG state) plus JSON (epoch,
+early-stopping state, optimizer hyper-parameters): no pickle anywhere. Resuming restores all of
+it, so on CPU an interrupted and resumed run ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from larr.config import Config, RecConfig
+from larr.data.schema import SHOPS, USERS, SchemaError
+from larr.errors import LarrError
+from larr.io import atomic_dir, atomic_write_text
+from larr.rec.features import FeatureSpec, build_features, scene_matrix, whole_matrix
+from larr.rec.metrics import ctr_metrics
+from larr.rec.models import VARIANTS, CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
+
+STAGE_DIR, CKPT_DIR, FEATURES_DIR = "stage3", "stage3_ckpt", "features"
+LOG_DIR = Path("logs") / "stage3"
+METRICS_FILE = "metrics.json"
+Splits = dict[str, dict[str, torch.Tensor]]
+
+
+class TrainError(LarrError):
+    """An expected failure (unknown model name, missing vectors): one line for the user."""
+
+
+# ---------------------------------------------------------------------------- the rows
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """A row of the comparison: a :data:`larr.rec.models.VARIANTS` entry and the store it reads.
+
+    ``store`` is an encoder name of the embed stage, ``"larr"`` meaning *the LARR store*
+    (``experiment.larr_encoder``: the stage-2 model, or a stand-in), or ``None``: no LLM input.
+    """
+
+    variant: str
+    store: str | None
+    doc: str
+
+
+MODELS: dict[str, ModelRow] = {
+    "base": ModelRow("base", None, "collaborative model, no scene features"),
+    "base_scene_ids": ModelRow("base_scene_ids", None, "scene features as categorical IDs (unseen → OOV)"),
+    "larr": ModelRow("larr", "larr", "full method: stage-2 vectors per feature, Transformer, alignment"),
+    "larr_meanpool": ModelRow("larr_meanpool", "larr", "mean of the feature tokens instead of the Transformer"),
+    "larr_noalign": ModelRow("larr_no_align", "larr", "no alignment loss (λ = 0)"),
+    "larr_untuned_llm": ModelRow("larr", "untuned", "vectors of the untuned backbone LLM"),
+    "generic_text": ModelRow("larr", "minilm", "generic sentence encoder (MiniLM) per feature, KAR-style"),
+    "whole_text": ModelRow("larr_whole_text", "larr", "one stage-2 vector per distinct whole scene text"),
+}
+
+
+def model_setup(cfg: Config, name: str) -> tuple[RecConfig, str | None]:
+    """Row ``name`` → its hyper-parameters (``cfg.rec`` + the variant) and encoder store (or None)."""
+    if name not in MODELS:
+        raise TrainError(f"unknown model '{name}' (choose from {', '.join(MODELS)})")
+    row = MODELS[name]
+    update = dict(VARIANTS[row.variant])
+    if cfg.experiment.backbone is not None:
+        update["backbone"] = cfg.experiment.backbone
+    rec = RecConfig.model_validate({**cfg.rec.model_dump(), **update})
+    store = cfg.experiment.larr_encoder if row.store == "larr" else row.store
+    return rec, store
+
+
+# ---------------------------------------------------------------------------- features, vectors
+
+
+def _data_fingerprint(data_dir: Path) -> str:
+    """Hash of the files features are built from: a regenerated data set invalidates caches."""
+    h = hashlib.sha1()
+    for name in ("dataset.json", "impressions.parquet", SHOPS.file, USERS.file):
+        path = Path(data_dir) / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                h.update(name.encode() + hashlib.file_digest(f, "sha1").digest())
+    return h.hexdigest()[:16]
+
+
+def load_features(run_dir: Path, data_dir: Path | None = None) -> tuple[FeatureSpec, Splits, str]:
+    """Spec, per-split tensors and the data fingerprint; cached in ``RUN_DIR/stage3/features``."""
+    data_dir = Path(data_dir) if data_dir is not None else Path(run_dir) / "data"
+    if not data_dir.is_dir():
+        raise SchemaError(f"{data_dir}: data directory not found (run `larr data synth --out {data_dir}`)")
+    fp = _data_fingerprint(data_dir)
+    cache = Path(run_dir) / STAGE_DIR / FEATURES_DIR
+    try:
+        if json.loads((cache / "fingerprint.json").read_text())["data"] == fp:
+            flat = load_file(cache / "tensors.safetensors")
+            splits: Splits = {}
+            for key, t in flat.items():
+                split, name = key.split("/", 1)
+                splits.setdefault(split, {})[name] = t
+            return FeatureSpec.load(cache / "features.json"), splits, fp
+    except (OSError, KeyError, ValueError):
+        pass  # no cache, or a stale / unreadable one: build again
+    spec, splits = build_features(data_dir)
+    with atomic_dir(cache) as tmp:
+        spec.save(tmp / "features.json")
+        save_file({f"{s}/{k}": v.contiguous() for s, ts in splits.items() for k, v in ts.items()},
+                  tmp / "tensors.safetensors")
+        (tmp / "fingerprint.json").write_text(json.dumps({"data": fp}) + "\n")
+    return spec, splits, fp
+
+
+def llm_table(spec: FeatureSpec, run_dir: Path, store: str | None, whole: bool) -> tuple[torch.Tensor | None, int]:
+    """The frozen vector table a model gathers from, and its width (0 when the row has no LLM input)."""
+    if store is None:
+        return None, 0
+    from larr.embed import EMBED_DIR
+    from larr.store import DiskStore
+
+    path = Path(run_dir) / EMBED_DIR / store
+    if not (path / "vectors.safetensors").is_file():
+        raise TrainError(f"no '{store}' vectors in {path} (run `larr embed --out {run_dir}` with "
+                         f"embed.encoders including '{store}')")
+    st = DiskStore(path)
+    try:
+        table = whole_matrix(spec, st) if whole else scene_matrix(spec, st)
+    except KeyError as e:
+        what = "whole-scene" if whole else "scene"
+        raise TrainError(f"{path}: {what} vectors incomplete ({e.args[0]})") from None
+    return table, int(table.shape[1])
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+class RequestBatches:
+    """Shuffled mini-batches of ``batch_size`` rows that keep the rows of a request together.
+
+    Every epoch the *requests* are permuted (seeded by ``seed + epoch``, so runs reproduce and a
+    resumed run picks up the same order) and their rows laid end to end, then cut into batches;
+    a request is split only where a batch boundary falls inside it. Gathering the epoch's rows
+    once and slicing views is also cheaper than one gather per batch.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int = 0,
+                 drop_last: bool = True) -> None:
+        self.tensors, self.batch_size, self.seed, self.drop_last = tensors, batch_size, seed, drop_last
+        order = torch.argsort(tensors["request"], stable=True)
+        _, counts = torch.unique_consecutive(tensors["request"][order], return_counts=True)
+        self.order, self.counts = order, counts
+        self.starts = torch.cumsum(counts, 0) - counts
+        self.n = len(order)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def rows(self) -> torch.Tensor:
+        """Row indices of this epoch: requests in a seeded random order, each request's rows together."""
+        perm = torch.randperm(len(self.counts), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        counts, starts = self.counts[perm], self.starts[perm]
+        offset_in_request = torch.arange(self.n) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        return self.order[torch.repeat_interleave(starts, counts) + offset_in_request]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rows = self.rows()
+        epoch_data = {k: v[rows] for k, v in self.tensors.items()}
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            yield {k: v[sl] for k, v in epoch_data.items()}
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size: int = 8192,
+                   mask: torch.Tensor | None = None) -> dict:
+    """AUC / GAUC (groups: raw user ids) / logloss of one split, or of its ``mask`` rows."""
+    if mask is not None:
+        tensors = {k: v[mask] for k, v in tensors.items()}
+    if len(tensors["label"]) == 0:
+        return {"n": 0, "auc": None, "gauc": None, "logloss": None}
+    p = predict(model, tensors, batch_size)
+    return ctr_metrics(tensors["label"].numpy(), p, tensors["user"].numpy())
+
+
+def evaluate_model(model: CTRModel, splits: Splits, batch_size: int = 8192) -> dict[str, dict]:
+    """Metrics on valid, test, and test's unseen-scene slice (what the report compares)."""
+    test = splits["test"]
+    return {"valid": evaluate_split(model, splits["valid"], batch_size),
+            "test": evaluate_split(model, test, batch_size),
+            "test_unseen": evaluate_split(model, test, batch_size, mask=test["unseen"])}
+
+
+def _criterion(metrics: dict) -> float | None:
+    """Early-stopping score (higher is better): valid AUC; −logloss if AUC is undefined; None if no rows."""
+    if metrics.get("auc") is not None:
+        return float(metrics["auc"])
+    return -float(metrics["logloss"]) if metrics.get("logloss") is not None else None
+
+
+# ---------------------------------------------------------------------------- the loss
+
+
+def first_row_of_each_request(request: torch.Tensor) -> torch.Tensor:
+    """Index of the first row of every distinct request in a batch (in order of first appearance)."""
+    _, inverse = torch.unique(request, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(request), dtype=torch.long, device=request.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(request), device=request.device), reduce="amin")
+    return first.sort().values
+
+
+def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig) -> tuple[torch.Tensor, dict]:
+    """:func:`ctr_loss` with the alignment term over *requests* instead of rows.
+
+    The rows of one request share their user and scene, hence their (scene, collaborative) pair:
+    row-level InfoNCE would compare ~15 identical pairs per request, masked out of each other's
+    negatives, at O(rows²) cost (2,048² logits dominated a training step on CPU). One pair per
+    request gives the same positives and every other request as a negative, at O(requests²).
+    The click loss still uses every row.
+    """
+    if out.scene is None:
+        return ctr_loss(out, batch, rec)
+    first = first_row_of_each_request(batch["request"])
+    pairs = CTROutput(out.logit, out.scene[first], out.collab[first])
+    return ctr_loss(pairs, {"label": batch["label"], "request": batch["request"][first]}, rec)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class TrainState:
+    """Everything besides tensors that a resumed run needs (JSON)."""
+
+    epoch: int = 0  # epochs finished
+    best_score: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    steps: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: Path, model: CTRModel, best: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+                    state: TrainState) -> None:
+    """Model, best model, optimizer and RNG as safetensors, the rest as JSON; one atomic folder swap."""
+    opt_sd = opt.state_dict()
+    opt_tensors = {f"{i}/{k}": v.detach().cpu().contiguous() for i, s in opt_sd["state"].items()
+                   for k, v in s.items() if torch.is_tensor(v)}
+    opt_other = {str(i): {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in opt_sd["state"].items()}
+    with atomic_dir(Path(path)) as tmp:
+        save_file(_state_dict(model), tmp / "model.safetensors")
+        save_file(best, tmp / "best.safetensors")
+        save_file(opt_tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
+        save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+        meta = {"state": asdict(state), "param_groups": opt_sd["param_groups"], "opt_state_other": opt_other}
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def load_checkpoint(path: Path, model: CTRModel, opt: torch.optim.Optimizer) -> tuple[TrainState, dict]:
+    """Restore model, optimizer and RNG from :func:`save_checkpoint`; return the state and best weights."""
+    path = Path(path)
+    meta = json.loads((path / "state.json").read_text())
+    model.load_state_dict(load_file(path / "model.safetensors"))
+    flat = {k: v for k, v in load_file(path / "optimizer.safetensors").items() if k != "_empty"}
+    per_param: dict[int, dict] = {int(i): dict(other) for i, other in meta["opt_state_other"].items()}
+    for key, t in flat.items():
+        i, name = key.split("/", 1)
+        per_param.setdefault(int(i), {})[name] = t
+    opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
+    return TrainState(**meta["state"]), load_file(path / "best.safetensors")
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class FitResult:
+    state: TrainState
+    seconds: float
+
+
+def _tb_writer(log_dir: Path | None):
+    if log_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir: Path | None = None,
+        log_dir: Path | None = None, resume: bool = False, progress: bool = False,
+        on_epoch: Callable[[int, dict], None] | None = None, desc: str = "train") -> FitResult:
+    """Train ``model`` in place; on return it holds the weights of its best validation epoch.
+
+    ``on_epoch(epoch, record)`` runs after each epoch's checkpoint (tests use it to interrupt).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    train = {k: v.to(device) for k, v in splits["train"].items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=rec.lr, weight_decay=rec.weight_decay)
+    batches = RequestBatches(train, rec.batch_size, seed=seed)
+    if len(batches) == 0:
+        raise TrainError(f"the train split has {batches.n} rows, fewer than one batch of {rec.batch_size}")
+    state, best = TrainState(), _state_dict(model)
+    if resume and ckpt_dir is not None and (Path(ckpt_dir) / "state.json").is_file():
+        state, best = load_checkpoint(ckpt_dir, model, opt)
+    writer = _tb_writer(log_dir)
+    while state.epoch < rec.epochs and state.bad_epochs < rec.patience:
+        batches.set_epoch(state.epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}", disable=not progress,
+                          leave=False, unit="batch"):
+            loss, parts = request_loss(model(batch), batch, rec)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state.steps += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+        record = {"epoch": state.epoch + 1, **{f"train_{k}": v / len(batches) for k, v in sums.items()}}
+        valid = evaluate_split(model, splits["valid"], rec.eval_batch_size)
+        record.update({f"valid_{k}": valid[k] for k in ("auc", "gauc", "logloss")})
+        score = _criterion(valid)
+        if state.best_score is None or (score is not None and score > state.best_score):
+            state.best_score, state.best_epoch, state.bad_epochs, best = score, state.epoch + 1, 0, _state_dict(model)
+        else:
+            state.bad_epochs += 1
+        state.epoch += 1
+        state.history.append(record)
+        _log_scalars(writer, record, state.steps)
+        if ckpt_dir is not None and (state.epoch % rec.checkpoint_every == 0 or state.epoch == rec.epochs):
+            save_checkpoint(ckpt_dir, model, best, opt, state)
+        if on_epoch is not None:
+            on_epoch(state.epoch, record)
+    if writer is not None:
+        writer.close()
+    model.load_state_dict(best)
+    return FitResult(state, round(time.perf_counter() - t0, 2))
+
+
+def _log_scalars(writer, record: dict, step: int) -> None:
+    if writer is None:
+        return
+    for k, v in record.items():
+        if k != "epoch" and v is not None and math.isfinite(v):
+            split, _, metric = k.partition("_")
+            writer.add_scalar(f"{split}/{metric}", v, record["epoch"])
+    writer.add_scalar("train/steps", step, record["epoch"])
+    writer.flush()
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def run_name(name: str, seed: int) -> str:
+    return f"{name}_seed{seed}"
+
+
+def set_threads(rec: RecConfig) -> None:
+    """``rec.threads`` torch threads (0 = every core); parallel comparison workers use 1 each."""
+    torch.set_num_threads(rec.threads or os.cpu_count() or 1)
+
+
+def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: Path | None = None,
+                resume: bool = False, progress: bool = False,
+                features: tuple[FeatureSpec, Splits, str] | None = None,
+                on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Train row ``name`` with ``seed``, evaluate it, save it; return (and write) its metrics.
+
+    ``features`` passes an already loaded :func:`load_features` result (the comparison loads once).
+    """
+    from larr.llm.backbone import resolve_device
+
+    run_dir = Path(run_dir)
+    rec, store = model_setup(cfg, name)
+    set_threads(rec)
+    spec, splits, fingerprint = features or load_features(run_dir, data_dir)
+    table, llm_dim = llm_table(spec, run_dir, store, whole=rec.scene_encoder == "whole_text")
+    torch.manual_seed(seed)
+    model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
+    rid = run_name(name, seed)
+    result = fit(model, rec, splits, seed=seed, ckpt_dir=run_dir / CKPT_DIR / rid,
+                 log_dir=run_dir / LOG_DIR / name / f"seed{seed}", resume=resume, progress=progress,
+                 on_epoch=on_epoch, desc=rid)
+    model = model.cpu()
+    metrics = {"model": name, "seed": seed, "store": store, "rec": rec.model_dump(mode="json"),
+               "data": fingerprint, "encoder": _store_identity(run_dir, store),
+               "epochs": result.state.epoch, "best_epoch": result.state.best_epoch, "steps": result.state.steps,
+               "train_seconds": result.seconds, "history": result.state.history,
+               **evaluate_model(model, splits, rec.eval_batch_size)}
+    out = save_model(model, spec, run_dir / STAGE_DIR / rid)
+    atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def _store_identity(run_dir: Path, store: str | None) -> str | None:
+    """The encoder identity recorded by the store (a re-embedded store invalidates finished runs)."""
+    if store is None:
+        return None
+    from larr.embed import EMBED_DIR
+
+    meta = Path(run_dir) / EMBED_DIR / store / "meta.json"
+    return json.loads(meta.read_text()).get("encoder") if meta.is_file() else None
+
+
+def finished_run(cfg: Config, run_dir: Path, name: str, seed: int, fingerprint: str) -> dict | None:
+    """The saved metrics of (name, seed) if that run finished with the same config, data and vectors."""
+    path = Path(run_dir) / STAGE_DIR / run_name(name, seed) / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    rec, store = model_setup(cfg, name)
+    same = (m.get("rec") == rec.model_dump(mode="json") and m.get("data") == fingerprint
+            and m.get("store") == store and m.get("encoder") == _store_identity(run_dir, store))
+    return m if same else None

@@ -1,0 +1,92 @@
+"""``report.md``: a human-readable rendering of ``report.json``.
+
+``report.json`` is the source of truth (every stage merges its own section into it, see
+:mod:`larr.report`); this module only renders it. Sections it knows get a table (``ctr``: the
+stage-3 comparison, ``embed``: LLM calls per encoder); any other section is listed as its
+scalar values, so a new stage shows up without touching this file.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CTR_COLUMNS = (("AUC", "auc"), ("GAUC", "gauc"), ("logloss", "logloss"), ("AUC unseen", "auc_unseen"),
+               ("GAUC unseen", "gauc_unseen"), ("valid AUC", "valid_auc"))
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _pm(row: dict, key: str) -> str:
+    v, s = row.get(key), row.get(f"{key}_std")
+    return _fmt(v) if v is None or s is None else f"{v:.4f} ± {s:.4f}"
+
+
+def ctr_table(rows: dict[str, dict]) -> str:
+    """The comparison as a Markdown table: mean ± std over seeds, and Δ unseen AUC vs the ID baseline."""
+    head = ["model", *(c for c, _ in CTR_COLUMNS), "Δ AUC", "Δ AUC unseen", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for name, r in rows.items():
+        deltas = [f"{r[k]:+.4f}" if r.get(k) is not None else "" for k in ("delta_auc", "delta_auc_unseen")]
+        cells = [f"`{name}`", *(_pm(r, k) for _, k in CTR_COLUMNS), *deltas, str(r.get("n_seeds", ""))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _stage3_notes(setup: dict) -> list[str]:
+    out = [f"Seeds {setup.get('seeds')}; CTR backbone `{setup.get('backbone')}`; vectors of the LARR rows from "
+           f"encoder `{setup.get('larr_encoder')}`; {setup.get('trained_runs', 0)} runs trained, "
+           f"{setup.get('reused_runs', 0)} reused, {_fmt(setup.get('seconds'), 1)} s."]
+    for name, why in (setup.get("skipped") or {}).items():
+        out.append(f"- skipped `{name}`: {why}")
+    return out
+
+
+def embed_table(embed: dict) -> str:
+    lines = ["| encoder | dim | per-feature texts | whole-scene texts | whole-scene calls now | whole-scene s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, e in (embed.get("encoders") or {}).items():
+        w = e.get("whole") or {}
+        lines.append(f"| `{name}` | {_fmt(e.get('dim'))} | {_fmt(e['scene']['texts'])} | "
+                     f"{_fmt(w.get('texts')) if w else '–'} | {_fmt(w.get('encoded')) if w else '–'} | "
+                     f"{_fmt(w.get('seconds'), 1) if w else '–'} |")
+    return "\n".join(lines)
+
+
+def _generic(section: dict) -> list[str]:
+    out = []
+    for k, v in section.items():
+        if isinstance(v, (dict, list)):
+            text = json.dumps(v, ensure_ascii=False)
+            v = text if len(text) <= 160 else text[:157] + "..."
+        out.append(f"- **{k}**: {_fmt(v)}")
+    return out
+
+
+def render_markdown(report: dict) -> str:
+    """The whole report as Markdown (CTR comparison first: it is the result people look for)."""
+    parts = ["# LARR run report", ""]
+    if report.get("ctr"):
+        parts += ["## Stage 3: CTR comparison (test split; unseen = test rows with a scene value never seen in "
+                  "training)", "", ctr_table(report["ctr"]), ""]
+        if report.get("stage3"):
+            parts += _stage3_notes(report["stage3"]) + [""]
+    if report.get("embed"):
+        e = report["embed"]
+        parts += ["## Embed: frozen encoder calls", "",
+                  f"{_fmt(e.get('scene_texts'))} per-feature scene texts vs {_fmt(e.get('whole_scene_texts'))} "
+                  "distinct whole-scene texts (one LLM call each).", "", embed_table(e), ""]
+    for name, section in report.items():
+        if name in ("ctr", "stage3", "embed"):
+            continue
+        parts += [f"## {name}", ""]
+        parts += _generic(section) if isinstance(section, dict) else [_fmt(section)]
+        parts.append("")
+    return "\n".join(parts)

@@ -1,0 +1,176 @@
+"""Stage-3 training and the comparison, on the quick synthetic world with stub LLM vectors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from larr import embed
+from larr.config import load_config
+from larr.rec import experiment
+from larr.rec.models import CTRModel, ModelDims, load_model, predict, save_model
+from larr.rec.train import (
+    MODELS,
+    RequestBatches,
+    evaluate_split,
+    fit,
+    llm_table,
+    load_features,
+    model_setup,
+    train_model,
+)
+from larr.report import read_report
+from test_embed import StubEncoder
+
+torch.set_num_threads(1)  # tiny models; more threads only contend (and spin) on a shared machine
+
+TINY_REC = ["rec.embed_dim=4", "rec.hidden=[16]", "rec.cross_layers=1", "rec.scene_dim=8", "rec.scene_heads=2",
+            "rec.scene_layers=1", "rec.scene_size=8", "rec.align_dim=8", "rec.batch_size=512", "rec.lr=1e-2",
+            "rec.epochs=2", "rec.threads=1", "rec.patience=5"]
+
+
+def _cfg(*overrides: str):
+    return load_config(None, ["device=cpu", "experiment.larr_encoder=minilm", *TINY_REC, *overrides])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> Path:
+    """The quick world (≈20k rows) plus stub per-feature and whole-scene vectors as the 'minilm' store."""
+    from larr.data.synth import generate
+
+    run = tmp_path_factory.mktemp("run")
+    generate(run / "data", preset="quick", seed=0, progress=False)
+    cfg = load_config(None, ["device=cpu", "embed.encoders=[minilm]", "embed.whole_scene=[minilm]",
+                             "embed.shops=none"])
+    embed.run(cfg, run, encoders={"minilm": StubEncoder("stub:1", dim=8)}, log=lambda m: None)
+    return run
+
+
+def _model(cfg, run: Path, name: str, seed: int = 0) -> tuple[CTRModel, dict]:
+    rec, store = model_setup(cfg, name)
+    spec, splits, _ = load_features(run)
+    table, dim = llm_table(spec, run, store, whole=rec.scene_encoder == "whole_text")
+    torch.manual_seed(seed)
+    return CTRModel(rec, ModelDims.from_spec(spec, dim), table), splits
+
+
+def test_request_batches_keep_requests_together_and_are_seeded():
+    request = torch.tensor([5, 5, 5, 1, 1, 9, 9, 9, 9, 2])
+    tensors = {"request": request, "row": torch.arange(10)}
+    b = RequestBatches(tensors, batch_size=3, seed=1, drop_last=False)
+    rows = b.rows()
+    assert sorted(rows.tolist()) == list(range(10))
+    runs = torch.unique_consecutive(request[rows])
+    assert len(runs) == 4  # each request's rows are adjacent
+    assert torch.equal(rows, RequestBatches(tensors, 3, seed=1).rows())
+    b.set_epoch(1)
+    assert len(list(b)) == 4 and len(RequestBatches(tensors, 3, seed=1, drop_last=True)) == 3
+
+
+def test_training_lowers_validation_logloss(quick_run):
+    cfg = _cfg()
+    model, splits = _model(cfg, quick_run, "base_scene_ids")
+    before = evaluate_split(model, splits["valid"])["logloss"]
+    result = fit(model, model.cfg, splits, seed=0)
+    after = evaluate_split(model, splits["valid"])
+    assert after["logloss"] < before - 0.05 and after["auc"] > 0.6
+    assert result.state.epoch == 2 and len(result.state.history) == 2
+
+
+def test_frozen_llm_vectors_get_no_gradient(quick_run):
+    cfg = _cfg()
+    model, splits = _model(cfg, quick_run, "larr")
+    frozen = model.scene_llm.clone()
+    assert all(p is not model.scene_llm for p in model.parameters()) and not model.scene_llm.requires_grad
+    batch = next(iter(RequestBatches(splits["train"], 512)))
+    from larr.rec.models import ctr_loss
+
+    loss, parts = ctr_loss(model(batch), batch, model.cfg)
+    loss.backward()
+    assert model.scene_llm.grad is None and "align" in parts
+    assert model.scene_encoder.proj.weight.grad is not None  # the scene encoder itself does learn
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    opt.step()
+    assert torch.equal(model.scene_llm, frozen)
+
+
+def test_resume_matches_uninterrupted(quick_run, tmp_path):
+    cfg = _cfg("rec.epochs=3")
+    straight, splits = _model(cfg, quick_run, "larr")
+    fit(straight, straight.cfg, splits, seed=0, ckpt_dir=tmp_path / "a")
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_2(epoch: int, record: dict) -> None:
+        if epoch == 2:
+            raise Crash
+
+    broken, _ = _model(cfg, quick_run, "larr")
+    with pytest.raises(Crash):
+        fit(broken, broken.cfg, splits, seed=0, ckpt_dir=tmp_path / "b", on_epoch=crash_after_2)
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["state"]["epoch"] == 2
+    resumed, _ = _model(cfg, quick_run, "larr", seed=123)  # different init: everything must come from the checkpoint
+    result = fit(resumed, resumed.cfg, splits, seed=0, ckpt_dir=tmp_path / "b", resume=True)
+    assert result.state.epoch == 3 and [r["epoch"] for r in result.state.history] == [1, 2, 3]
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_saved_model_reloads_to_identical_predictions(quick_run, tmp_path):
+    cfg = _cfg("rec.epochs=1")
+    model, splits = _model(cfg, quick_run, "larr_meanpool")
+    fit(model, model.cfg, splits, seed=0)
+    spec, _, _ = load_features(quick_run)
+    save_model(model, spec, tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(predict(model, splits["test"]), predict(again, splits["test"]))
+
+
+def test_train_model_writes_model_metrics_and_logs(quick_run):
+    m = train_model(_cfg("rec.epochs=1"), quick_run, "whole_text", seed=0)
+    folder = quick_run / "stage3" / "whole_text_seed0"
+    assert json.loads((folder / "metrics.json").read_text())["test"]["auc"] == m["test"]["auc"]
+    spec, splits, _ = load_features(quick_run)
+    loaded = load_model(folder)
+    from larr.rec.metrics import auc
+
+    assert auc(splits["test"]["label"].numpy(), predict(loaded, splits["test"])) == pytest.approx(m["test"]["auc"])
+    assert m["test_unseen"]["n"] == int(splits["test"]["unseen"].sum()) > 0
+    assert any((quick_run / "logs" / "stage3" / "whole_text" / "seed0").iterdir())  # TensorBoard events
+
+
+def test_every_row_maps_to_a_variant_and_store():
+    cfg = _cfg("experiment.larr_encoder=larr")
+    stores = {name: model_setup(cfg, name)[1] for name in MODELS}
+    assert stores == {"base": None, "base_scene_ids": None, "larr": "larr", "larr_meanpool": "larr",
+                      "larr_noalign": "larr", "larr_untuned_llm": "untuned", "generic_text": "minilm",
+                      "whole_text": "larr"}
+    assert model_setup(cfg, "larr_noalign")[0].align_weight == 0
+    assert model_setup(cfg, "base")[0].scene_ids is False
+    assert model_setup(_cfg("experiment.backbone=dnn"), "larr")[0].backbone == "dnn"
+
+
+def test_experiment_writes_every_row_and_reuses_finished_runs(quick_run):
+    cfg = _cfg("rec.epochs=1", "experiment.models=[base_scene_ids,larr,larr_untuned_llm]", "experiment.seeds=[0,1]")
+    lines: list[str] = []
+    result = experiment.run(cfg, quick_run, progress=False, log=lines.append)
+    rows = read_report(quick_run)["ctr"]
+    assert set(rows) >= {"base_scene_ids", "larr"} and "larr_untuned_llm" not in result["rows"]
+    assert "larr_untuned_llm" in result["skipped"]  # no 'untuned' vectors were embedded: skipped, not crashed
+    for row in (rows["base_scene_ids"], rows["larr"]):
+        for key in ("auc", "auc_std", "gauc", "gauc_std", "logloss", "auc_unseen", "auc_unseen_std", "gauc_unseen",
+                    "n_seeds"):
+            assert row[key] is not None, key
+        assert row["n_seeds"] == 2 and row["auc_std"] > 0
+    assert rows["larr"]["delta_auc_unseen"] == pytest.approx(rows["larr"]["auc_unseen"]
+                                                             - rows["base_scene_ids"]["auc_unseen"])
+    assert (quick_run / "plots" / "ctr_auc.png").stat().st_size > 1000
+    md = (quick_run / "report.md").read_text()
+    assert "| `larr` |" in md and "skipped `larr_untuned_llm`" in md
+    again = experiment.run(cfg, quick_run, progress=False, log=lines.append)
+    assert again["trained_runs"] == 0 and again["reused_runs"] == 4
+    assert again["rows"]["larr"]["auc"] == result["rows"]["larr"]["auc"]
