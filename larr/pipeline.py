@@ -1,13 +1,20 @@
-"""``larr demo``: every stage, in order, into one run directory."""
+"""``larr demo``: every stage, in order, into one run directory.
+
+Each stage is the same ``run(cfg, run_dir, ...)`` its own sub-command calls, so a demo run
+is exactly ``larr data synth`` → ``corpus`` → ``pretrain`` → ``contrastive`` → ``embed`` →
+``evaluate``. Per-stage wall time goes to ``report.json`` under ``timings``.
+"""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
 from larr.config import Config
 from larr.data.schema import validate_dir
+from larr.report import update_report
 
 
 def run_data(cfg: Config, run_dir: Path) -> dict:
@@ -25,15 +32,59 @@ def run_data(cfg: Config, run_dir: Path) -> dict:
     return summary
 
 
+def _stages(cfg: Config, run_dir: Path) -> list[tuple[str, Callable[[], object]]]:
+    from larr import embed
+    from larr.llm import contrastive, corpus, pretrain
+    from larr.rec import experiment
+
+    return [
+        ("data", lambda: run_data(cfg, run_dir)),
+        ("corpus", lambda: corpus.run(cfg, run_dir)),
+        ("pretrain", lambda: pretrain.run(cfg, run_dir)),
+        ("contrastive", lambda: contrastive.run(cfg, run_dir)),
+        ("embed", lambda: embed.run(cfg, run_dir)),
+        ("evaluate", lambda: experiment.run(cfg, run_dir)),
+    ]
+
+
 def run_demo(cfg: Config, run_dir: Path, console: Console) -> None:
     from larr.cli import _print_world
 
-    t0 = time.perf_counter()
-    console.rule(f"[bold]data[/] ({cfg.data.source}, preset {cfg.data.preset}, seed {cfg.data_seed})")
-    summary = run_data(cfg, run_dir)
-    _print_world(summary)
-    console.print(f"data: generated and validated in {time.perf_counter() - t0:.1f}s → {run_dir}/data")
+    run_dir = Path(run_dir)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    for name, stage in _stages(cfg, run_dir):
+        console.rule(f"[bold]{name}[/]")
+        t0 = time.perf_counter()
+        result = stage()
+        timings[name] = round(time.perf_counter() - t0, 1)
+        if name == "data":
+            _print_world(result)
+        console.print(f"{name}: {timings[name]:.1f}s")
+    timings["total"] = round(time.perf_counter() - t_all, 1)
+    report = update_report(run_dir, "timings", timings)
+    console.rule("[bold]summary[/]")
+    Console().print(summary_table(report))
     console.print(
-        "[yellow]not yet built:[/] corpus, pretrain, contrastive, embed, train, evaluate, serve "
-        "(see the open issues); the demo stops after the data stage."
+        f"[green]done[/] in {timings['total'] / 60:.1f} min: {run_dir}/report.md, {run_dir}/report.json, "
+        f"{run_dir}/plots/"
     )
+
+
+def summary_table(report: dict) -> "Table":
+    """The demo's closing table: one row per CTR model (AUC overall and on unseen scenes)."""
+    from rich.table import Table
+
+    t = Table(title="CTR on the test split (mean ± std over seeds)")
+    for col in ("model", "AUC", "GAUC", "logloss", "AUC unseen", "seeds"):
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+
+    def pm(row: dict, key: str) -> str:
+        v, s = row.get(key), row.get(f"{key}_std")
+        spread = s is not None and row.get("n_seeds", 1) > 1
+        return "n/a" if v is None else f"{v:.4f}" + (f" ± {s:.4f}" if spread else "")
+
+    for name, row in report.get("ctr", {}).items():
+        t.add_row(name, pm(row, "auc"), pm(row, "gauc"), pm(row, "logloss"), pm(row, "auc_unseen"),
+                  str(row.get("n_seeds", "")))
+    return t
