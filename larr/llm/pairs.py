@@ -15,13 +15,21 @@ Text of each side (rendered with the stage-1 corpus functions, so both stages re
 - a shop: :func:`larr.llm.corpus.shop_text`;
 - a user in a user–user pair: the stage-1 user document (profile, most clicked categories and
   shops, train clicks only);
-- a user in a user–shop pair: the profile plus the clicks made *before* this click, without
-  the clicked shop itself — otherwise the shop's name inside the user text would make the pair
-  a string match instead of a lesson in taste. With ``scene_in_user_text`` the scene of the click
-  ("weather: heavy rain; time slot: lunch; …") is appended, which teaches the model what scene
-  words mean; stage 3 encodes exactly such scene texts. (The scene is placed before the user
-  document, so truncation never cuts it, and each pair names a seeded subset of the scene
-  features, short like stage 3's one-feature texts.)
+- a user in a user–shop pair: the profile plus the most clicked categories and shops among the
+  clicks made *before* this click, without the clicked shop itself — otherwise the shop's name
+  inside the user text would make the pair a string match instead of a lesson in taste.
+
+**The scene option** (``contrastive.scene_in_user_text``): stage 3 will encode short scene
+texts ("weather: typhoon") that none of the pairs above contain. With the option, the user side
+of a user–shop pair also carries the scene of that click — a seeded subset of
+``scene_features_per_pair`` rendered features, e.g. ``"weather: heavy rain; hour: 12:00;
+location: office. <user>…</user>"`` — so the model learns which shops a scene calls for. The
+scene goes *first* so truncation to ``max_length`` can only shorten the history, never drop the
+scene; a seeded ``scene_only_frac`` of the pairs carries the scene alone, the very form stage 3
+encodes.
+
+Pair counts are capped per type (``uu_max_pairs`` …, seeded samples): every distinct text costs
+one forward pass through the frozen layers, which dominates the stage's time on a CPU.
 
 Held-out pairs (:func:`split_heldout`) are chosen by seed per pair type. Their users and shops
 may appear in training pairs, the exact pairs may not: user–user and shop–shop pairs are
@@ -353,7 +361,9 @@ class _UserShopTexts:
 
     With scene features, each pair names a seeded random subset of ``scene_features_per_pair``
     of them (all when None): ten rendered features would outgrow the token limit, and short
-    scene phrases are closer to what stage 3 encodes (one feature at a time).
+    scene phrases are closer to what stage 3 encodes (one feature at a time). A seeded
+    ``scene_only_frac`` of the pairs carries the scene alone, without the user document, so the
+    model also sees scene phrases in the very form stage 3 feeds it.
     """
 
     def __init__(self, clicks: pd.DataFrame, shops: pd.DataFrame, users: pd.DataFrame,
@@ -368,6 +378,7 @@ class _UserShopTexts:
         self.profile = dict(zip(users["user_id"].astype(int), users["profile"]))
         self.scene = list(scene)
         self.per_pair = cc.scene_features_per_pair
+        self.scene_only_frac = cc.scene_only_frac
         self.top_k = cc.user_top_k
         self.seed = seed
         requests = clicks.drop_duplicates("request_id")
@@ -386,9 +397,13 @@ class _UserShopTexts:
         return scene_text(self.scene_rows[request_id], feats)
 
     def text(self, user: int, shop: int, ts: int, request_id: int) -> str:
+        scene = self.scene_of(request_id, shop)
+        if scene and self.scene_only_frac > 0:
+            if np.random.default_rng([self.seed, request_id, shop, 1]).random() < self.scene_only_frac:
+                return scene  # the scene alone, as stage 3 will encode it
         times, items = self.history.get(user, ([], []))
         prior = items[: bisect_left(times, ts)]  # strictly earlier clicks
-        return history_user_text(self.profile.get(user, ""), prior, shop, self.top_k, self.scene_of(request_id, shop))
+        return history_user_text(self.profile.get(user, ""), prior, shop, self.top_k, scene)
 
     def _texts(self, pairs: pd.DataFrame) -> list[str]:
         cols = (pairs[c].to_numpy() for c in ("left", "right", "ts", "request_id"))

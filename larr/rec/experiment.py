@@ -4,7 +4,7 @@ Every row (:data:`larr.rec.train.MODELS`) is trained with the same hyper-paramet
 (``cfg.rec`` plus only what its variant changes), the same epochs, embedding sizes, split and
 seeds, and is scored on the test split and on its unseen-scene slice (test rows with a scene
 value never seen in training — where reading the scene as text should pay off). Each metric
-is the mean over seeds ± the sample standard deviation (ddof = 1).
+is the mean over seeds ± the sample standard deviation (ddof = 1; null with a single seed).
 
 Outputs, all in the run directory:
 
@@ -32,7 +32,7 @@ import numpy as np
 from larr.config import Config
 from larr.io import atomic_write_text
 from larr.rec.train import MODELS, TrainError, finished_run, llm_table, load_features, model_setup, train_model
-from larr.report import read_report, update_report
+from larr.report import update_report
 
 PLOT_FILE = Path("plots") / "ctr_auc.png"
 REFERENCE = "base_scene_ids"  # the ID baseline every LLM row must beat
@@ -48,7 +48,7 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
-    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None  # one seed: no spread to report
     return float(np.mean(vals)), std
 
 
@@ -163,11 +163,11 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
 
 def write_outputs(run_dir: Path, report: dict) -> None:
     """``report.md`` from the whole report, and the AUC bar chart of the ``ctr`` section."""
-    from larr.report_md import render_markdown
+    from larr.report_md import ordered_rows, render_markdown
 
     atomic_write_text(Path(run_dir) / "report.md", render_markdown(report))
     if report.get("ctr"):
-        plot_auc(report["ctr"], Path(run_dir) / PLOT_FILE)
+        plot_auc(ordered_rows(report), Path(run_dir) / PLOT_FILE)
 
 
 def plot_auc(rows: dict[str, dict], path: Path) -> Path:

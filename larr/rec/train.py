@@ -7,20 +7,24 @@ What happens, top to bottom:
 1. :func:`load_features` — the data directory's feature spec and per-split tensors, cached in
    ``RUN_DIR/stage3/features`` (building them takes seconds; every run of the comparison reuses them).
 2. :func:`model_setup` — a row name (:data:`MODELS`) → its :class:`RecConfig` and the embedding
-   store whose frozen vectors it reads (:func:`llm_table`).
-3. :func:`fit` — AdamW on mini-batches of whole requests (:class:`RequestBatches`), early stopping on
-   validation AUC, the best weights kept, a resumable checkpoint every ``checkpoint_every`` epochs,
-   TensorBoard scalars under ``RUN_DIR/logs/stage3/<name>/seed<k>``.
-4. :func:`evaluate_model` — AUC, GAUC (per raw user id), logloss on valid, test and the test rows
-   with an unseen scene value; the model goes to ``RUN_DIR/stage3/<name>_seed<k>`` (safetensors +
-   JSON, :func:`larr.rec.models.save_model`) with its ``metrics.json``.
+   store whose frozen vectors it reads (:func:`llm_table`, standardised per feature:
+   :func:`standardize_table`).
+3. :func:`fit` — AdamW on mini-batches of whole requests (:class:`RequestBatches`), warm-up then
+   linear decay (:func:`set_lr`), the scene encoder at a tenth of the rate (:func:`param_groups`),
+   the alignment term over requests (:func:`request_loss`), early stopping on validation AUC with
+   the best weights kept, a resumable checkpoint every ``checkpoint_every`` epochs, TensorBoard
+   scalars under ``RUN_DIR/logs/stage3/<name>/seed<k>``.
+4. :func:`evaluate_model` — AUC, GAUC (per raw user id), logloss on valid (and its unseen slice),
+   test and the test rows with an unseen scene value; the model goes to
+   ``RUN_DIR/stage3/<name>_seed<k>`` (safetensors + JSON, :func:`larr.rec.models.save_model`) with
+   its ``metrics.json`` and ``llm_stats.safetensors`` (how raw LLM vectors of a value not in the
+   table yet map into it: subtract ``<feature>/mean``, divide by ``<feature>/scale``).
 
 Why batches hold whole requests: the ~15 rows of one request share one scene, and the model
 encodes each distinct scene of a batch once (:meth:`CTRModel.scene_vector`). With rows shuffled
-one by one a batch of 2,048 rows holds ~2,000 scenes; with requests kept together it holds
-~140, which makes the Transformer scene encoder ~10× cheaper — it otherwise dominates CPU time.
-Requests are still shuffled every epoch, and the alignment loss already treats rows of one
-request as one pair (it masks them out of each other's negatives).
+one by one a batch of 1,024 rows holds ~1,000 scenes; with requests kept together it holds
+~70, which makes the Transformer scene encoder ~15× cheaper — it otherwise dominates CPU time.
+Requests are still shuffled every epoch.
 
 Checkpoints are safetensors (model, best model, optimizer tensors, RNG state) plus JSON (epoch,
 early-stopping state, optimizer hyper-parameters): no pickle anywhere. Resuming restores all of
@@ -38,14 +42,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from larr.config import Config, RecConfig
 from larr.data.schema import SHOPS, USERS, SchemaError
 from larr.errors import LarrError
-from larr.io import atomic_dir, atomic_write_text
+from larr.io import atomic_dir, atomic_path, atomic_write_text
 from larr.rec.features import FeatureSpec, build_features, scene_matrix, whole_matrix
 from larr.rec.metrics import ctr_metrics
 from larr.rec.models import VARIANTS, CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
@@ -53,6 +56,7 @@ from larr.rec.models import VARIANTS, CTRModel, CTROutput, ModelDims, ctr_loss, 
 STAGE_DIR, CKPT_DIR, FEATURES_DIR = "stage3", "stage3_ckpt", "features"
 LOG_DIR = Path("logs") / "stage3"
 METRICS_FILE = "metrics.json"
+STATS_FILE = "llm_stats.safetensors"  # per-feature mean/scale of the raw LLM vectors (standardize_table)
 Splits = dict[str, dict[str, torch.Tensor]]
 
 
@@ -141,7 +145,8 @@ def load_features(run_dir: Path, data_dir: Path | None = None) -> tuple[FeatureS
     return spec, splits, fp
 
 
-def llm_table(spec: FeatureSpec, run_dir: Path, store: str | None, whole: bool) -> tuple[torch.Tensor | None, int]:
+def llm_table(spec: FeatureSpec, run_dir: Path, store: str | None, whole: bool,
+              standardize: bool = True) -> tuple[torch.Tensor | None, int]:
     """The frozen vector table a model gathers from, and its width (0 when the row has no LLM input)."""
     if store is None:
         return None, 0
@@ -158,7 +163,45 @@ def llm_table(spec: FeatureSpec, run_dir: Path, store: str | None, whole: bool) 
     except KeyError as e:
         what = "whole-scene" if whole else "scene"
         raise TrainError(f"{path}: {what} vectors incomplete ({e.args[0]})") from None
+    if standardize:
+        table = standardize_table(table, table_groups(spec, whole))
     return table, int(table.shape[1])
+
+
+def table_groups(spec: FeatureSpec, whole: bool) -> dict[str, tuple[int, int]]:
+    """Row ranges of the LLM table that are standardised together: one per scene feature (or all)."""
+    if whole:
+        return {"whole": (1, 1 + len(spec.whole_texts))}
+    return {n: (o, o + len(spec.scene_values[n])) for n, o in spec.scene_offsets().items()}
+
+
+def standardize_table(table: torch.Tensor, groups: dict[str, tuple[int, int]]) -> torch.Tensor:
+    """Centre each feature's vectors on their mean and scale them to unit mean norm (row 0 stays zero).
+
+    Why: the texts of one feature share most of their words ("weather: …"), so their LLM vectors
+    share a large common component and differ little (MiniLM: cosine 0.5-0.8; a raw causal LM's
+    last token: 0.9-0.99). Fed raw, the scene encoder saw near-identical inputs and collapsed to one
+    constant output (scene-vector std across scenes ~1e-4). The feature itself is already given by
+    the type embedding; what carries meaning is the difference between its values. Centering uses
+    every value's text (no labels), so an unseen value is placed relative to the seen ones.
+    The statistics are those of the table a model is trained with; :func:`table_stats` keeps them
+    so that raw vectors of a later value can be mapped the same way.
+    """
+    out = table.clone()
+    for start, stop in groups.values():
+        block = table[start:stop] - table[start:stop].mean(0, keepdim=True)
+        out[start:stop] = block / block.norm(dim=1).mean().clamp_min(1e-8)
+    return out
+
+
+def table_stats(table: torch.Tensor, groups: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """Per group: the mean vector and the scale :func:`standardize_table` used (for serving new values)."""
+    stats = {}
+    for name, (start, stop) in groups.items():
+        mean = table[start:stop].mean(0)
+        stats[f"{name}/mean"] = mean.contiguous()
+        stats[f"{name}/scale"] = (table[start:stop] - mean).norm(dim=1).mean().clamp_min(1e-8).reshape(1)
+    return stats
 
 
 # ---------------------------------------------------------------------------- batches
@@ -221,7 +264,9 @@ def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size
 def evaluate_model(model: CTRModel, splits: Splits, batch_size: int = 8192) -> dict[str, dict]:
     """Metrics on valid, test, and test's unseen-scene slice (what the report compares)."""
     test = splits["test"]
-    return {"valid": evaluate_split(model, splits["valid"], batch_size),
+    valid = splits["valid"]
+    return {"valid": evaluate_split(model, valid, batch_size),
+            "valid_unseen": evaluate_split(model, valid, batch_size, mask=valid["unseen"]),
             "test": evaluate_split(model, test, batch_size),
             "test_unseen": evaluate_split(model, test, batch_size, mask=test["unseen"])}
 
@@ -280,7 +325,7 @@ def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: Path, model: CTRModel, best: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
-                    state: TrainState) -> None:
+                    state: TrainState, seed: int) -> None:
     """Model, best model, optimizer and RNG as safetensors, the rest as JSON; one atomic folder swap."""
     opt_sd = opt.state_dict()
     opt_tensors = {f"{i}/{k}": v.detach().cpu().contiguous() for i, s in opt_sd["state"].items()
@@ -291,14 +336,17 @@ def save_checkpoint(path: Path, model: CTRModel, best: dict[str, torch.Tensor], 
         save_file(best, tmp / "best.safetensors")
         save_file(opt_tensors or {"_empty": torch.zeros(0)}, tmp / "optimizer.safetensors")
         save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
-        meta = {"state": asdict(state), "param_groups": opt_sd["param_groups"], "opt_state_other": opt_other}
+        meta = {"state": asdict(state), "param_groups": opt_sd["param_groups"], "opt_state_other": opt_other,
+                "rec": model.cfg.model_dump(mode="json", exclude={"threads"}), "seed": seed}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def load_checkpoint(path: Path, model: CTRModel, opt: torch.optim.Optimizer) -> tuple[TrainState, dict]:
+def load_checkpoint(path: Path, model: CTRModel, opt: torch.optim.Optimizer, seed: int) -> tuple[TrainState, dict]:
     """Restore model, optimizer and RNG from :func:`save_checkpoint`; return the state and best weights."""
     path = Path(path)
     meta = json.loads((path / "state.json").read_text())
+    if meta.get("rec") != model.cfg.model_dump(mode="json", exclude={"threads"}) or meta.get("seed") != seed:
+        raise TrainError(f"{path}: the checkpoint was made with another config or seed; train without --resume")
     model.load_state_dict(load_file(path / "model.safetensors"))
     flat = {k: v for k, v in load_file(path / "optimizer.safetensors").items() if k != "_empty"}
     per_param: dict[int, dict] = {int(i): dict(other) for i, other in meta["opt_state_other"].items()}
@@ -329,6 +377,21 @@ def _tb_writer(log_dir: Path | None):
     return SummaryWriter(log_dir=str(log_dir))
 
 
+def param_groups(model: CTRModel, rec: RecConfig) -> list[dict]:
+    """The scene encoder learns at ``rec.scene_lr_scale`` × the rate of the rest.
+
+    At the full rate (1e-2, right for the embedding tables) the Transformer's head ReLUs died early
+    and the scene vector went flat; a tenth of it kept the LLM path alive (valid AUC of an LLM-only
+    scene model after one epoch: 0.646 → 0.670; no scene input: 0.62).
+    """
+    scene = [p for n, p in model.named_parameters() if n.startswith("scene_encoder.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("scene_encoder.")]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if scene:
+        groups.append({"params": scene, "lr_scale": rec.scene_lr_scale})
+    return groups
+
+
 def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir: Path | None = None,
         log_dir: Path | None = None, resume: bool = False, progress: bool = False,
         on_epoch: Callable[[int, dict], None] | None = None, desc: str = "train") -> FitResult:
@@ -341,20 +404,22 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     train = {k: v.to(device) for k, v in splits["train"].items()}
-    opt = torch.optim.AdamW(model.parameters(), lr=rec.lr, weight_decay=rec.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, rec), lr=rec.lr, weight_decay=rec.weight_decay)
     batches = RequestBatches(train, rec.batch_size, seed=seed)
     if len(batches) == 0:
         raise TrainError(f"the train split has {batches.n} rows, fewer than one batch of {rec.batch_size}")
     state, best = TrainState(), _state_dict(model)
     if resume and ckpt_dir is not None and (Path(ckpt_dir) / "state.json").is_file():
-        state, best = load_checkpoint(ckpt_dir, model, opt)
+        state, best = load_checkpoint(ckpt_dir, model, opt, seed)
     writer = _tb_writer(log_dir)
+    total_steps = rec.epochs * len(batches)
     while state.epoch < rec.epochs and state.bad_epochs < rec.patience:
         batches.set_epoch(state.epoch)
         model.train()
         sums: dict[str, float] = {}
         for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}", disable=not progress,
                           leave=False, unit="batch"):
+            set_lr(opt, rec, state.steps, total_steps)
             loss, parts = request_loss(model(batch), batch, rec)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -374,13 +439,35 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
         state.history.append(record)
         _log_scalars(writer, record, state.steps)
         if ckpt_dir is not None and (state.epoch % rec.checkpoint_every == 0 or state.epoch == rec.epochs):
-            save_checkpoint(ckpt_dir, model, best, opt, state)
+            save_checkpoint(ckpt_dir, model, best, opt, state, seed)
         if on_epoch is not None:
             on_epoch(state.epoch, record)
     if writer is not None:
         writer.close()
     model.load_state_dict(best)
     return FitResult(state, round(time.perf_counter() - t0, 2))
+
+
+def set_lr(opt: torch.optim.Optimizer, rec: RecConfig, step: int, total_steps: int) -> float:
+    """Learning rate of ``step``: linear warm-up over ``rec.warmup`` of the steps, then constant or
+    linear decay to 0 at the last step of ``rec.epochs``; each group scaled by its ``lr_scale``.
+
+    Why warm-up: at the first steps the click loss mostly wants a bias (CTR ≈ 10 %), and at a
+    full rate of 1e-2 the scene encoder supplied it — its ReLUs died and the scene vector became
+    the same constant for every scene (std across scenes 1e-4 after 50 steps), so the LLM path
+    carried nothing. Why decay: a few epochs at a high rate, ending settled. A function of the
+    step alone, so a resumed run needs no scheduler state.
+    """
+    warm = max(1, int(rec.warmup * total_steps))
+    if step < warm:
+        factor = (step + 1) / warm
+    elif rec.lr_schedule == "linear":
+        factor = max(0.0, 1.0 - (step - warm) / max(1, total_steps - warm))
+    else:
+        factor = 1.0
+    for group in opt.param_groups:
+        group["lr"] = rec.lr * factor * group.get("lr_scale", 1.0)
+    return rec.lr * factor
 
 
 def _log_scalars(writer, record: dict, step: int) -> None:
@@ -420,7 +507,11 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     rec, store = model_setup(cfg, name)
     set_threads(rec)
     spec, splits, fingerprint = features or load_features(run_dir, data_dir)
-    table, llm_dim = llm_table(spec, run_dir, store, whole=rec.scene_encoder == "whole_text")
+    whole = rec.scene_encoder == "whole_text"
+    raw_table, llm_dim = llm_table(spec, run_dir, store, whole, standardize=False)
+    table = raw_table
+    if raw_table is not None and rec.llm_standardize:
+        table = standardize_table(raw_table, table_groups(spec, whole))
     torch.manual_seed(seed)
     model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
     rid = run_name(name, seed)
@@ -434,6 +525,9 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
                "train_seconds": result.seconds, "history": result.state.history,
                **evaluate_model(model, splits, rec.eval_batch_size)}
     out = save_model(model, spec, run_dir / STAGE_DIR / rid)
+    if raw_table is not None and rec.llm_standardize:  # how raw vectors of a new value map into the table
+        with atomic_path(out / STATS_FILE) as tmp:
+            save_file(table_stats(raw_table, table_groups(spec, whole)), tmp)
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
     return metrics
 
@@ -458,6 +552,8 @@ def finished_run(cfg: Config, run_dir: Path, name: str, seed: int, fingerprint: 
     except (OSError, json.JSONDecodeError):
         return None
     rec, store = model_setup(cfg, name)
-    same = (m.get("rec") == rec.model_dump(mode="json") and m.get("data") == fingerprint
+    ignore = {"threads"}  # how fast, not what is trained
+    saved = {k: v for k, v in (m.get("rec") or {}).items() if k not in ignore}
+    same = (saved == rec.model_dump(mode="json", exclude=ignore) and m.get("data") == fingerprint
             and m.get("store") == store and m.get("encoder") == _store_identity(run_dir, store))
     return m if same else None
