@@ -182,10 +182,7 @@ def contrastive(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set
 
     cfg = _config(config, set_)
     save_config(cfg, out)
-    try:
-        result = contrastive_mod.run(cfg, out, data_dir=data)
-    except contrastive_mod.ContrastiveError as e:
-        raise LarrError(str(e)) from None
+    result = contrastive_mod.run(cfg, out, data_dir=data)
     if "recall@10" in result:
         print_tables(result, Console())
     console.print(

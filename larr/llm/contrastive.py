@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from larr.config import Config, ContrastiveConfig
+from larr.errors import LarrError
 from larr.llm.encode import EMB_TOKEN, EmbeddingModel, length_buckets
 from larr.llm.pairs import PairSet, build_pairs
 
@@ -49,7 +50,7 @@ CONFIG_FILE = "larr_config.yaml"
 STATS_FILE = "larr_stage2.json"
 
 
-class ContrastiveError(ValueError):
+class ContrastiveError(LarrError):
     """Stage 2 cannot run with these inputs (message: one line)."""
 
 
