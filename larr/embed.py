@@ -121,11 +121,11 @@ def _model_folder(name: str, cfg: Config, run_dir: Path) -> Path:
             raise EncoderUnavailable(f"no stage-2 model in {folder} (run `larr contrastive` first)")
         return folder
     if name == "untuned":
-        from larr.llm.backbone import resolve_model
+        from larr.llm.backbone import ModelError, resolve_model
 
         try:
             return resolve_model(cfg.llm.model)
-        except ValueError as e:
+        except ModelError as e:
             raise EncoderUnavailable(str(e)) from None
     if name == "minilm":
         return minilm_folder()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from larr.llm.backbone import (
+    ModelError,
     add_special_tokens,
     load_causal_lm,
     make_tiny_model,
@@ -74,10 +75,10 @@ def test_new_rows_are_mean_of_old_rows(tiny_dir, tied):
 
 
 def test_resolve_model_missing_folder_is_one_line_error(tmp_path):
-    with pytest.raises(ValueError, match="model folder not found") as e:
+    with pytest.raises(ModelError, match="model folder not found") as e:
         resolve_model(str(tmp_path / "nope"))
     assert "\n" not in str(e.value)
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(ModelError, match="no config.json"):
         resolve_model(str(tmp_path))
 
 

