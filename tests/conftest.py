@@ -1,6 +1,13 @@
-"""Shared fixtures: a tiny, valid data directory written with pyarrow (no generator needed)."""
+"""Shared fixtures: a tiny, valid data directory written with pyarrow (no generator needed),
+and a real, throw-away ``redis-server`` for the Redis store and serving tests."""
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,3 +71,69 @@ def write_tiny_data(d: Path) -> Path:
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return write_tiny_data(tmp_path / "data")
+
+
+# ---------------------------------------------------------------------------- redis
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a private ``redis-server`` started for this test session.
+
+    No persistence (``--save '' --appendonly no``), stopped at teardown. Tests share the server,
+    so each one must use its own namespace: append ``?namespace=…`` or use ``fresh_redis_url``.
+    Skips (not fails) where ``redis-server`` is not installed; ``.ci/run`` installs it.
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server not installed (apt-get install redis-server; .ci/run installs it)")
+    workdir = tmp_path_factory.mktemp("redis")
+    for _ in range(3):  # a free port can be taken between choosing and binding it: retry
+        port = _free_port()
+        log = open(workdir / f"redis-{port}.log", "wb")
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline and not _pings(port):
+            time.sleep(0.05)
+        if proc.poll() is None and _pings(port):
+            break
+        proc.kill()
+        proc.wait()
+        log.close()
+    else:
+        pytest.fail(f"redis-server did not start: {(workdir / f'redis-{port}.log').read_text()[-500:]}")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def fresh_redis_url(redis_url: str) -> str:
+    """``redis_url`` with a namespace of its own, so one test never sees another's keys."""
+    return f"{redis_url}?namespace=test-{uuid.uuid4().hex[:12]}"
