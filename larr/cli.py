@@ -245,6 +245,36 @@ def evaluate(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: 
                   f"{result['seconds']:.0f}s → {out}/report.md, {out}/{experiment.PLOT_FILE}")
 
 
+@app.command()
+def sweep(
+    out: OutOpt,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    param: Annotated[
+        Optional[list[str]],
+        typer.Option("--param", "-p", help="Hyper-parameter to sweep, repeatable: align_temperature, align_weight, "
+                     "scene_layers, scene_size (default: sweep.params, all four)."),
+    ] = None,
+) -> None:
+    """Hyper-parameter analysis (paper Fig. 4): the larr row with one rec.* value varied at a time over its
+    sweep.* grid → report.json (sweep), report.md, plots/sweep_<param>.png. Finished runs are reused."""
+    from larr.rec import sweep as sweep_mod
+    from larr.report import read_report
+
+    sweep_mod.check_params(param or [])  # before anything is written
+    cfg = _stage_config(config, set_, out)
+    result = sweep_mod.run(cfg, out, data_dir=data, params=param, progress=sys.stderr.isatty(),
+                           log=lambda m: console.print(m, highlight=False))
+    reference = (read_report(out).get("ctr") or {}).get(sweep_mod.REFERENCE)
+    out_console = Console()
+    for name, entry in result["results"].items():
+        out_console.print(sweep_mod.rich_table(name, entry, reference))
+    console.print(f"[green]sweep[/] {len(result['params'])} parameter(s), {result['trained_runs']} runs trained, "
+                  f"{result['reused_runs']} reused in {result['seconds']:.0f}s → {out}/report.md, "
+                  f"{out}/plots/sweep_*.png")
+
+
 # ---------------------------------------------------------------------------- demo
 
 
@@ -262,6 +292,41 @@ def demo(
         config = config or Path("configs/quick.yaml")
     cfg = _stage_config(config, set_, out)
     run_demo(cfg, out, console=console)
+
+
+# ---------------------------------------------------------------------------- store
+
+store_app = typer.Typer(help="Inspect and copy embedding stores (a folder or a redis:// URL).", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+StoreArg = "A store folder (e.g. RUN/embeddings/stage2) or redis://host:port/db?namespace=NS"
+
+
+@store_app.command("copy")
+def store_copy(
+    src: Annotated[str, typer.Argument(help=StoreArg + " to read.")],
+    dst: Annotated[str, typer.Argument(help=StoreArg + " to write (created if new; same dim and encoder).")],
+) -> None:
+    """Copy every vector of SRC into DST, e.g. a run's embeddings to the Redis serving replicas share."""
+    from larr.store.copy import copy_location
+
+    done = copy_location(src, dst)
+    console.print(f"[green]copied[/] {done['vectors']} vectors (dim {done['dim']}, "
+                  f"encoder {done['encoder']}) {src} → {dst}", highlight=False, soft_wrap=True)
+
+
+@store_app.command("info")
+def store_info(
+    location: Annotated[str, typer.Argument(help=StoreArg + ".")],
+    sample: Annotated[int, typer.Option(help="How many keys to show.")] = 5,
+) -> None:
+    """Size, vector dim, encoder and the first few keys of a store."""
+    from larr.store.copy import describe
+
+    info = describe(location, sample=sample)
+    for name in ("location", "vectors", "dim", "encoder"):
+        typer.echo(f"{name:9} {info[name]}")
+    for key in info["keys"]:
+        typer.echo(f"key       {key}")
 
 
 def main() -> None:

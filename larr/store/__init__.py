@@ -1,4 +1,5 @@
-"""Embedding store: string key → vector. One small interface, an embedded on-disk default.
+"""Embedding store: string key → vector. One small interface, an embedded on-disk default,
+and a Redis backend that several serving replicas share (``open_store("redis://…")``).
 
     from larr.store import DiskStore, scene_key
     with DiskStore(run_dir / "embeddings", encoder="stage2", autoflush=False) as store:
@@ -22,15 +23,27 @@ from larr.store.base import (
 from larr.store.disk import DiskStore
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(location: Path | str) -> bool:
+    return isinstance(location, str) and location.startswith(REDIS_SCHEMES)
+
+
 def open_store(location: Path | str, dim: int | None = None, encoder: str | None = None,
                autoflush: bool = True) -> EmbeddingStore:
-    """A store by location: a folder path (``DiskStore``); ``redis://`` URLs are reserved."""
-    if str(location).startswith("redis://"):
-        raise StoreError(f"{location}: the Redis backend is not built yet; use a folder path")
+    """A store by location: a folder path (``DiskStore``) or ``redis://host:port/db?namespace=NS``
+    (``RedisStore``, which writes through, so ``autoflush`` does not apply to it)."""
+    if is_redis_url(location):
+        from larr.store.redis import RedisStore  # the client is only needed for Redis locations
+
+        return RedisStore(str(location), dim=dim, encoder=encoder)
+    if "://" in str(location):
+        raise StoreError(f"{location}: not a store location (a folder, or redis://host:port/db?namespace=NS)")
     return DiskStore(location, dim=dim, encoder=encoder, autoflush=autoflush)
 
 
 __all__ = [
-    "DiskStore", "EmbeddingStore", "StoreError", "canonical_value", "open_store", "scene_key",
+    "DiskStore", "EmbeddingStore", "StoreError", "canonical_value", "is_redis_url", "open_store", "scene_key",
     "shop_key", "stack_vectors", "user_key", "whole_scene_key",
 ]

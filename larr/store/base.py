@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from larr.errors import LarrError
+
 
 def canonical_value(value: object) -> str:
     """The one string form of a scene value used in keys and vocabularies.
@@ -51,7 +53,7 @@ def user_key(user_id: object) -> str:
     return f"user/{canonical_value(user_id)}"
 
 
-class StoreError(ValueError):
+class StoreError(LarrError):
     """A store is unreadable, or a vector does not fit it (wrong size, wrong encoder, not finite)."""
 
 
@@ -87,6 +89,19 @@ class EmbeddingStore(ABC):
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The keys not in the store, in input order, each once (what still has to be encoded)."""
         return [k for k in dict.fromkeys(keys) if k not in self]
+
+    def flush(self) -> None:
+        """Make earlier puts durable; nothing to do for a store that writes through."""
+
+    def close(self) -> None:
+        """Release connections or files; the store is not used after this."""
+
+    def __enter__(self) -> "EmbeddingStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+        self.close()
 
 
 def check_vectors(items: Mapping[str, np.ndarray], dim: int | None) -> tuple[list[str], np.ndarray]:
