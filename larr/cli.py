@@ -268,7 +268,7 @@ def demo(
 
 store_app = typer.Typer(help="Inspect and copy embedding stores (a folder or a redis:// URL).", no_args_is_help=True)
 app.add_typer(store_app, name="store")
-StoreArg = "A store folder (e.g. RUN/embeddings/stage2) or redis://host:port/db?namespace=NS"
+StoreArg = "A store folder (e.g. RUN/embeddings/ENCODER) or redis://host:port/db?namespace=NS"
 
 
 @store_app.command("copy")

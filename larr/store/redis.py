@@ -160,12 +160,17 @@ class RedisStore(EmbeddingStore):
             return
         blobs = [row.tobytes() for row in matrix.astype(WIRE, copy=False)]
         dim, encoder = str(matrix.shape[1]), self._encoder or ""
-        with self._errors("write vectors", dim=matrix.shape[1]), self._db.pipeline(transaction=False) as pipe:
-            for start in range(0, len(keys), BATCH):
-                ks, bs = keys[start:start + BATCH], blobs[start:start + BATCH]
-                self._put(keys=[self._meta, self._order, self._seq, *(self._vec + k for k in ks)],
-                          args=[dim, encoder, FORMAT, *ks, *bs], client=pipe)
-            pipe.execute()
+        calls = [([self._meta, self._order, self._seq, *(self._vec + k for k in keys[s:s + BATCH])],
+                  [dim, encoder, FORMAT, *keys[s:s + BATCH], *blobs[s:s + BATCH]])
+                 for s in range(0, len(keys), BATCH)]
+        with self._errors("write vectors", dim=matrix.shape[1]):
+            if len(calls) == 1:  # one EVALSHA; a pipeline would add a SCRIPT EXISTS round trip
+                self._put(keys=calls[0][0], args=calls[0][1])
+            else:
+                with self._db.pipeline(transaction=False) as pipe:
+                    for ks, args in calls:
+                        self._put(keys=ks, args=args, client=pipe)
+                    pipe.execute()
         self._dim = matrix.shape[1]
 
     # ------------------------------------------------------------------ lifecycle
