@@ -245,6 +245,36 @@ def evaluate(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: 
                   f"{result['seconds']:.0f}s → {out}/report.md, {out}/{experiment.PLOT_FILE}")
 
 
+@app.command()
+def sweep(
+    out: OutOpt,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    param: Annotated[
+        Optional[list[str]],
+        typer.Option("--param", "-p", help="Hyper-parameter to sweep, repeatable: align_temperature, align_weight, "
+                     "scene_layers, scene_size (default: sweep.params, all four)."),
+    ] = None,
+) -> None:
+    """Hyper-parameter analysis (paper Fig. 4): the larr row with one rec.* value varied at a time over its
+    sweep.* grid → report.json (sweep), report.md, plots/sweep_<param>.png. Finished runs are reused."""
+    from larr.rec import sweep as sweep_mod
+    from larr.report import read_report
+
+    sweep_mod.check_params(param or [])  # before anything is written
+    cfg = _stage_config(config, set_, out)
+    result = sweep_mod.run(cfg, out, data_dir=data, params=param, progress=sys.stderr.isatty(),
+                           log=lambda m: console.print(m, highlight=False))
+    reference = (read_report(out).get("ctr") or {}).get(sweep_mod.REFERENCE)
+    out_console = Console()
+    for name, entry in result["results"].items():
+        out_console.print(sweep_mod.rich_table(name, entry, reference))
+    console.print(f"[green]sweep[/] {len(result['params'])} parameter(s), {result['trained_runs']} runs trained, "
+                  f"{result['reused_runs']} reused in {result['seconds']:.0f}s → {out}/report.md, "
+                  f"{out}/plots/sweep_*.png")
+
+
 # ---------------------------------------------------------------------------- demo
 
 

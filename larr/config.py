@@ -8,7 +8,7 @@ nothing. The config actually used is saved into the run directory with :func:`sa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -267,6 +267,37 @@ class ExperimentConfig(_Strict):
     reuse: bool = Field(True, description="Keep finished runs in RUN_DIR/stage3 whose config and data match.")
 
 
+SweepParam = Literal["align_temperature", "align_weight", "scene_layers", "scene_size"]
+SWEEP_PARAMS: dict[str, str] = {
+    "align_temperature": "alignment temperature τ", "align_weight": "alignment weight λ",
+    "scene_layers": "scene-encoder layers", "scene_size": "scene-vector size s"}
+"""The ``rec`` fields `larr sweep` can vary, with their names in the report and plots."""
+
+
+class SweepConfig(_Strict):
+    """The hyper-parameter analysis (`larr sweep`, the paper's Figure 4).
+
+    The ``larr`` row is trained with one ``rec.<param>`` set to each value of its grid while every
+    other hyper-parameter keeps its config value; the config's own value is always one of the
+    points (added if a grid lacks it), so each curve passes through the comparison's ``larr`` row.
+    """
+
+    align_temperature: list[Annotated[float, Field(gt=0.0)]] = Field(
+        [0.05, 0.1, 0.2, 0.5], min_length=1, description="Grid of the alignment temperature τ (rec.align_temperature).")
+    align_weight: list[Annotated[float, Field(ge=0.0)]] = Field(
+        [0.0, 0.05, 0.1, 0.3, 1.0], min_length=1,
+        description="Grid of the alignment weight λ (rec.align_weight); 0 = no alignment (the larr_noalign row).")
+    scene_layers: list[Annotated[int, Field(ge=1)]] = Field(
+        [1, 2, 3], min_length=1, description="Grid of the scene-encoder Transformer layers (rec.scene_layers).")
+    scene_size: list[Annotated[int, Field(ge=1)]] = Field(
+        [4, 8, 16, 32], min_length=1, description="Grid of the scene-vector size s (rec.scene_size).")
+    params: list[SweepParam] = Field(
+        list(SWEEP_PARAMS), min_length=1, description="Parameters swept when `larr sweep` names none (--param).")
+    seeds: list[int] = Field([0], min_length=1, description="Each point is trained once per seed (mean ± std).")
+    workers: int = Field(2, ge=1, description="Runs trained in parallel processes (1 thread each).")
+    in_demo: bool = Field(False, description="`larr demo` runs the sweep after the comparison.")
+
+
 class Config(_Strict):
     """Everything one run needs. Each stage reads its own section."""
 
@@ -280,6 +311,7 @@ class Config(_Strict):
     embed: EmbedConfig = EmbedConfig()
     rec: RecConfig = RecConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @property
     def data_seed(self) -> int:

@@ -2,7 +2,8 @@
 
 Each stage is the same ``run(cfg, run_dir, ...)`` its own sub-command calls, so a demo run
 is exactly ``larr data synth`` → ``corpus`` → ``pretrain`` → ``contrastive`` → ``embed`` →
-``evaluate``. Per-stage wall time goes to ``report.json`` under ``timings``.
+``evaluate`` (→ ``sweep`` when ``sweep.in_demo``). Per-stage wall time goes to ``report.json`` under
+``timings``.
 """
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def run_data(cfg: Config, run_dir: Path) -> dict:
 def _stages(cfg: Config, run_dir: Path) -> list[tuple[str, Callable[[], object]]]:
     from larr import embed
     from larr.llm import contrastive, corpus, pretrain
-    from larr.rec import experiment
+    from larr.rec import experiment, sweep
 
-    return [
+    stages = [
         ("data", lambda: run_data(cfg, run_dir)),
         ("corpus", lambda: corpus.run(cfg, run_dir)),
         ("pretrain", lambda: pretrain.run(cfg, run_dir)),
@@ -45,6 +46,9 @@ def _stages(cfg: Config, run_dir: Path) -> list[tuple[str, Callable[[], object]]
         ("embed", lambda: embed.run(cfg, run_dir)),
         ("evaluate", lambda: experiment.run(cfg, run_dir)),
     ]
+    if cfg.sweep.in_demo:
+        stages.append(("sweep", lambda: sweep.run(cfg, run_dir)))
+    return stages
 
 
 def run_demo(cfg: Config, run_dir: Path, console: Console) -> None:

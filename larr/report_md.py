@@ -2,7 +2,8 @@
 
 ``report.json`` is the source of truth (every stage merges its own section into it, see
 :mod:`larr.report`); this module only renders it. Sections it knows get a table (``ctr``: the
-stage-3 comparison, ``embed``: LLM calls per encoder); any other section is listed as its
+stage-3 comparison, ``embed``: LLM calls per encoder, ``sweep``: a table per swept
+hyper-parameter); any other section is listed as its
 scalar values, so a new stage shows up without touching this file.
 """
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from larr.config import SWEEP_PARAMS
+
+REFERENCE = "base_scene_ids"  # the ID baseline every LLM row must beat (Δ columns, sweep plots)
 CTR_COLUMNS = (("AUC", "auc"), ("GAUC", "gauc"), ("logloss", "logloss"), ("AUC unseen", "auc_unseen"),
                ("GAUC unseen", "gauc_unseen"), ("valid AUC", "valid_auc"))
 
@@ -25,7 +29,10 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def _pm(row: dict, key: str) -> str:
-    v, s = row.get(key), row.get(f"{key}_std")
+    return _mean_pm(row.get(key), row.get(f"{key}_std"))
+
+
+def _mean_pm(v: float | None, s: float | None) -> str:
     return _fmt(v) if v is None or s is None else f"{v:.4f} ± {s:.4f}"
 
 
@@ -67,6 +74,40 @@ def embed_table(embed: dict) -> str:
     return "\n".join(lines)
 
 
+def sweep_rows(entry: dict, reference: dict | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of one swept parameter: per value valid / test / unseen AUC, and Δ unseen vs the ID
+    baseline when the comparison has it; the config's own value is marked."""
+    head = ["value", "valid AUC", "AUC", "AUC unseen"]
+    ref = (reference or {}).get("auc_unseen")
+    if ref is not None:
+        head.append(f"Δ AUC unseen vs {REFERENCE}")
+    rows = []
+    for i, v in enumerate(entry["values"]):
+        cells = [f"{v:g}" + (" (config)" if v == entry.get("default") else "")]
+        cells += [_mean_pm(entry[k][i], entry[f"{k}_std"][i]) for k in ("valid_auc", "auc", "auc_unseen")]
+        if ref is not None:
+            u = entry["auc_unseen"][i]
+            cells.append("" if u is None else f"{u - ref:+.4f}")
+        rows.append(cells)
+    return head, rows
+
+
+def sweep_tables(report: dict) -> list[str]:
+    """The ``sweep`` section: one Markdown table per hyper-parameter (the paper's Figure 4 as numbers)."""
+    sweep, setup = report.get("sweep") or {}, report.get("sweep_setup") or {}
+    reference = (report.get("ctr") or {}).get(REFERENCE)
+    out = [f"The `larr` row with one hyper-parameter changed at a time (the others at their config value); "
+           f"seeds {setup.get('seeds')}, vectors from encoder `{setup.get('larr_encoder')}`; the last `larr sweep` "
+           f"trained {setup.get('trained_runs', 0)} runs and reused {setup.get('reused_runs', 0)} in "
+           f"{_fmt(setup.get('seconds'), 1)} s. Plots: `plots/sweep_<param>.png`.", ""]
+    for param in [p for p in SWEEP_PARAMS if p in sweep] + sorted(set(sweep) - set(SWEEP_PARAMS)):
+        head, rows = sweep_rows(sweep[param], reference)
+        out += [f"### {SWEEP_PARAMS.get(param, param)} (`rec.{param}`)", "",
+                "| " + " | ".join(head) + " |", "|" + "|".join(["---:"] * len(head)) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    return out
+
+
 def _generic(section: dict) -> list[str]:
     out = []
     for k, v in section.items():
@@ -90,8 +131,10 @@ def render_markdown(report: dict) -> str:
         parts += ["## Embed: frozen encoder calls", "",
                   f"{_fmt(e.get('scene_texts'))} per-feature scene texts vs {_fmt(e.get('whole_scene_texts'))} "
                   "distinct whole-scene texts (one LLM call each).", "", embed_table(e), ""]
+    if report.get("sweep"):
+        parts += ["## Hyper-parameter sweep (test split; the paper's Figure 4)", ""] + sweep_tables(report)
     for name, section in report.items():
-        if name in ("ctr", "stage3", "embed"):
+        if name in ("ctr", "stage3", "embed", "sweep", "sweep_setup"):
             continue
         parts += [f"## {name}", ""]
         parts += _generic(section) if isinstance(section, dict) else [_fmt(section)]

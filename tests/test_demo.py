@@ -26,7 +26,10 @@ def test_quick_demo_writes_every_report_section(tmp_path):
     for name, row in report["ctr"].items():
         assert CTR_KEYS <= set(row), name
         assert 0.0 < row["auc"] < 1.0
-    assert set(report["timings"]) >= {"data", "corpus", "pretrain", "contrastive", "embed", "evaluate", "total"}
+    assert set(report["timings"]) >= {"data", "corpus", "pretrain", "contrastive", "embed", "evaluate", "sweep",
+                                      "total"}
+    assert set(report["sweep"]) == {"align_temperature", "align_weight", "scene_layers", "scene_size"}
+    assert report["sweep_setup"]["trained_runs"] == 3  # λ = 0 and the config's values reuse comparison rows
     assert (run / "report.md").is_file() and (run / "config.yaml").is_file()
-    assert list((run / "plots").glob("*.png"))
+    assert list((run / "plots").glob("*.png")) and (run / "plots" / "sweep_align_weight.png").is_file()
     assert "CTR on the test split" in proc.stdout

@@ -17,25 +17,24 @@ Outputs, all in the run directory:
   config, data and vectors still match is reused, so an interrupted comparison resumes.
 
 Runs of different (row, seed) are independent; ``experiment.workers = 2`` trains two at a time
-in separate processes with one thread each.
+in separate processes with one thread each (:mod:`larr.rec.jobs`).
 """
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from larr.config import Config
 from larr.io import atomic_write_text
-from larr.rec.train import MODELS, TrainError, finished_run, llm_table, load_features, model_setup, train_model
+from larr.rec.jobs import Job, run_jobs
+from larr.rec.train import MODELS, TrainError, finished_run, llm_table, load_features, model_setup
 from larr.report import update_report
+from larr.report_md import REFERENCE  # the ID baseline every LLM row must beat
 
 PLOT_FILE = Path("plots") / "ctr_auc.png"
-REFERENCE = "base_scene_ids"  # the ID baseline every LLM row must beat
 METRICS = (("auc", "test", "auc"), ("gauc", "test", "gauc"), ("logloss", "test", "logloss"),
            ("auc_unseen", "test_unseen", "auc"), ("gauc_unseen", "test_unseen", "gauc"),
            ("logloss_unseen", "test_unseen", "logloss"), ("valid_auc", "valid", "auc"))
@@ -77,7 +76,7 @@ def add_deltas(rows: dict[str, dict]) -> None:
 # ---------------------------------------------------------------------------- running
 
 
-def _unavailable(cfg: Config, run_dir: Path, name: str, spec) -> str | None:
+def unavailable(cfg: Config, run_dir: Path, name: str, spec) -> str | None:
     """Why row ``name`` cannot be trained here (missing or incomplete vectors), or None."""
     rec, store = model_setup(cfg, name)
     try:
@@ -85,38 +84,6 @@ def _unavailable(cfg: Config, run_dir: Path, name: str, spec) -> str | None:
     except TrainError as e:
         return str(e)
     return None
-
-
-def _worker(cfg_dump: dict, run_dir: str, name: str, seed: int) -> dict:
-    """One (row, seed) in a fresh process with one torch thread (two of them share 2 cores)."""
-    cfg = Config.model_validate(cfg_dump)
-    cfg = cfg.model_copy(update={"rec": cfg.rec.model_copy(update={"threads": 1})})
-    return train_model(cfg, Path(run_dir), name, seed)
-
-
-def _run_jobs(cfg: Config, run_dir: Path, jobs: list[tuple[str, int]], features, progress: bool,
-              log: Callable[[str], None]) -> list[dict]:
-    """Train the (row, seed) jobs, sequentially or in ``experiment.workers`` processes."""
-    out: list[dict] = []
-    if cfg.experiment.workers <= 1 or len(jobs) <= 1:
-        for name, seed in jobs:
-            out.append(train_model(cfg, run_dir, name, seed, features=features, progress=progress))
-            log(_run_line(out[-1]))
-        return out
-    ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=cfg.experiment.workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_worker, cfg.model_dump(mode="json"), str(run_dir), n, s) for n, s in jobs]
-        for f in futures:
-            out.append(f.result())
-            log(_run_line(out[-1]))
-    return out
-
-
-def _run_line(m: dict) -> str:
-    u = m["test_unseen"]["auc"]
-    return (f"stage3: {m['model']} seed {m['seed']}: test AUC {m['test']['auc']:.4f}, unseen "
-            f"{'n/a' if u is None else f'{u:.4f}'} ({m['epochs']} epochs, best {m['best_epoch']}, "
-            f"{m['train_seconds']:.0f}s)")
 
 
 def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool = True,
@@ -129,7 +96,7 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
         raise TrainError(f"unknown model(s) {', '.join(unknown)} in experiment.models (choose from {', '.join(MODELS)})")
     features = load_features(run_dir, data_dir)
     spec, _, fingerprint = features
-    skipped = {n: why for n in cfg.experiment.models if (why := _unavailable(cfg, run_dir, n, spec))}
+    skipped = {n: why for n in cfg.experiment.models if (why := unavailable(cfg, run_dir, n, spec))}
     for name, why in skipped.items():
         log(f"stage3: warning: skipping {name}: {why}")
     names = [n for n in cfg.experiment.models if n not in skipped]
@@ -142,7 +109,7 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
     if done:
         log(f"stage3: reusing {len(done)} finished run(s) from {run_dir / 'stage3'}")
     jobs = [(n, s) for n in names for s in cfg.experiment.seeds if (n, s) not in done]
-    for m in _run_jobs(cfg, run_dir, jobs, features, progress, log):
+    for m in run_jobs([Job(cfg, n, s) for n, s in jobs], run_dir, cfg.experiment.workers, features, progress, log):
         done[(m["model"], m["seed"])] = m
     rows = {n: aggregate([done[(n, s)] for s in cfg.experiment.seeds]) for n in names}
     add_deltas(rows)

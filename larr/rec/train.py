@@ -496,10 +496,13 @@ def set_threads(rec: RecConfig) -> None:
 def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: Path | None = None,
                 resume: bool = False, progress: bool = False,
                 features: tuple[FeatureSpec, Splits, str] | None = None,
-                on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+                on_epoch: Callable[[int, dict], None] | None = None, run_id: str | None = None) -> dict:
     """Train row ``name`` with ``seed``, evaluate it, save it; return (and write) its metrics.
 
     ``features`` passes an already loaded :func:`load_features` result (the comparison loads once).
+    ``run_id`` names the run's folder under ``RUN_DIR/stage3`` (and its checkpoint and log folders)
+    instead of ``<name>_seed<k>``: the sweep trains the ``larr`` row at other hyper-parameters
+    without overwriting the comparison's run.
     """
     from larr.llm.backbone import resolve_device
 
@@ -514,9 +517,10 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
         table = standardize_table(raw_table, table_groups(spec, whole))
     torch.manual_seed(seed)
     model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
-    rid = run_name(name, seed)
+    rid = run_id or run_name(name, seed)
+    log_dir = run_dir / LOG_DIR / (run_id or Path(name) / f"seed{seed}")
     result = fit(model, rec, splits, seed=seed, ckpt_dir=run_dir / CKPT_DIR / rid,
-                 log_dir=run_dir / LOG_DIR / name / f"seed{seed}", resume=resume, progress=progress,
+                 log_dir=log_dir, resume=resume, progress=progress,
                  on_epoch=on_epoch, desc=rid)
     model = model.cpu()
     metrics = {"model": name, "seed": seed, "store": store, "rec": rec.model_dump(mode="json"),
@@ -542,9 +546,13 @@ def _store_identity(run_dir: Path, store: str | None) -> str | None:
     return json.loads(meta.read_text()).get("encoder") if meta.is_file() else None
 
 
-def finished_run(cfg: Config, run_dir: Path, name: str, seed: int, fingerprint: str) -> dict | None:
-    """The saved metrics of (name, seed) if that run finished with the same config, data and vectors."""
-    path = Path(run_dir) / STAGE_DIR / run_name(name, seed) / METRICS_FILE
+def finished_run(cfg: Config, run_dir: Path, name: str, seed: int, fingerprint: str,
+                 run_id: str | None = None) -> dict | None:
+    """The saved metrics of (name, seed) if that run finished with the same config, data and vectors.
+
+    ``run_id``: look in ``RUN_DIR/stage3/<run_id>`` instead of ``<name>_seed<k>`` (see :func:`train_model`).
+    """
+    path = Path(run_dir) / STAGE_DIR / (run_id or run_name(name, seed)) / METRICS_FILE
     if not path.is_file():
         return None
     try:
