@@ -268,6 +268,7 @@ def sweep(
                            log=lambda m: console.print(m, highlight=False))
     reference = (read_report(out).get("ctr") or {}).get(sweep_mod.REFERENCE)
     out_console = Console()
+    out_console.width = max(out_console.width, 120)  # mean ± std columns; wrapping makes them unreadable
     for name, entry in result["results"].items():
         out_console.print(sweep_mod.rich_table(name, entry, reference))
     console.print(f"[green]sweep[/] {len(result['params'])} parameter(s), {result['trained_runs']} runs trained, "
