@@ -6,6 +6,7 @@ print one line on stderr and exit with status 1; anything else is a bug and show
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -277,6 +278,63 @@ def sweep(
 
 
 # ---------------------------------------------------------------------------- demo
+
+
+# ---------------------------------------------------------------------------- serving
+
+RunOpt = Annotated[Path, typer.Option("--run", "-r", help="Trained run directory (with stage3/<model>).")]
+ServeModelOpt = Annotated[str, typer.Option("--model", "-m", help="Trained row to serve: a folder of "
+                                            "RUN_DIR/stage3, e.g. larr_seed0, whole_text_seed0.")]
+
+
+@app.command()
+def serve(
+    run: RunOpt,
+    model: ServeModelOpt = "larr_seed0",
+    host: Annotated[str, typer.Option(help="Address to bind; the default accepts local connections only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes, each loading the model "
+                                         "(share new scene vectors between them with a redis:// --store).")] = 1,
+    backend: Annotated[str, typer.Option(help="torch, or onnx (onnxruntime on RUN_DIR/export/<model>, "
+                                         "made by `larr export`).")] = "torch",
+    store: Annotated[Optional[str], typer.Option(help="Embedding store for new scene values: a folder or "
+                                                 "redis://host:port/db?namespace=NS (default: the store the "
+                                                 "model's vectors came from, RUN_DIR/embeddings/<encoder>).")] = None,
+    data: DataOpt = None,
+    max_candidates: Annotated[int, typer.Option(min=1, help="Most candidates per request.")] = 1000,
+    max_body_kb: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413.")] = 256,
+    encode_timeout: Annotated[float, typer.Option(min=0.0, help="Seconds a request waits for the LLM to encode "
+                                                  "a new scene value before using the unknown row.")] = 1.0,
+    threads: Annotated[int, typer.Option(min=1, help="torch/onnxruntime threads per worker.")] = 1,
+) -> None:
+    """Serve a trained model over HTTP: POST /v1/rank, GET /healthz, GET /metrics, /openapi.json.
+
+    Set LARR_API_KEY to require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/rank and /metrics.
+    """
+    from larr.serve.app import run_server
+    from larr.serve.artifacts import ServeError, model_dir, read_export
+    from larr.serve.ranker import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ServeError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+    model_dir(run, model)  # fail here, in one line, rather than in every worker
+    if backend == "onnx":
+        read_export(run, model)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines"
+                      + ("" if os.environ.get("LARR_API_KEY") else " and LARR_API_KEY is not set"))
+    settings = {"max_candidates": max_candidates, "max_body_bytes": max_body_kb * 1024,
+                "encode_timeout_s": encode_timeout, "threads": threads}
+    run_server(run, model, backend, store, data, host, port, workers, settings)
+
+
+@app.command("export")
+def export_cmd(run: RunOpt, model: ServeModelOpt = "larr_seed0") -> None:
+    """Write the model's scoring graph (CTR model + scene module) as ONNX → RUN_DIR/export/<model>/model.onnx."""
+    from larr.serve.export import export_onnx
+
+    out = export_onnx(run, model)
+    console.print(f"[green]export[/] {model}: ONNX scores match PyTorch (|Δ| ≤ 1e-5) → {out}/model.onnx")
 
 
 @app.command()
