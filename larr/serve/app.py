@@ -133,8 +133,12 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
     settings = settings or ServeSettings()
     metrics = metrics or (loader.metrics if isinstance(loader, Ranker) else ServeMetrics())
     state = _State()
+    if isinstance(loader, Ranker):
+        state.ranker = loader  # ready now: no need to wait for the lifespan (tests, in-process use)
 
     def load() -> None:
+        if state.ranker is not None:
+            return
         try:
             state.ranker = loader if isinstance(loader, Ranker) else loader(metrics)
             log.info("serving %s (%s)", state.ranker.version, state.ranker.backend)
@@ -211,9 +215,9 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
         if raw and raw[0].get("type") == "json_invalid":
             at, why = raw[0]["loc"][-1], (raw[0].get("ctx") or {}).get("error", "")
             message = f"malformed JSON body at character {at}: {why}".rstrip(": ")
-        else:
-            first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        else:  # a union (id: int or str) fails once per branch: say every way it failed
+            message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:4]) \
+                or "invalid request"
         return JSONResponse({"detail": jsonable_encoder(errors), "message": message}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
