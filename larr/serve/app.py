@@ -130,7 +130,8 @@ class RequestMetrics:
 def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: ServeSettings | None = None,
                metrics: ServeMetrics | None = None) -> FastAPI:
     """The app; ``loader(metrics)`` builds the ranker in the background (a ready ``Ranker`` also works)."""
-    settings = settings or ServeSettings()
+    if settings is None:
+        settings = loader.settings if isinstance(loader, Ranker) else ServeSettings()
     metrics = metrics or (loader.metrics if isinstance(loader, Ranker) else ServeMetrics())
     state = _State()
     if isinstance(loader, Ranker):
@@ -163,7 +164,7 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
 
     bearer, header_key = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
 
-    def api_key(creds: HTTPAuthorizationCredentials | None = Security(bearer),
+    async def api_key(creds: HTTPAuthorizationCredentials | None = Security(bearer),  # async: no thread hop
                 key: str | None = Security(header_key)) -> None:
         if settings.api_key is None:
             return
@@ -193,7 +194,7 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
                             items=[ScoredShop(shop_id=s, score=p) for s, p in zip(out.shop_ids, out.scores)])
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
-    def healthz() -> JSONResponse:
+    async def healthz() -> JSONResponse:  # async: answers from the event loop, even when the pool is busy
         """200 once the model is loaded, 503 while loading or after a failed load."""
         r = state.ranker
         if r is not None:
@@ -203,7 +204,7 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
 
     @app.get("/metrics", response_class=Response, tags=["ops"], responses={401: ERRORS[401]},
              dependencies=[Depends(api_key)])
-    def prometheus() -> Response:
+    async def prometheus() -> Response:
         """Prometheus text format: requests, latency, scene cache, LLM fallbacks, unknown users/shops."""
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

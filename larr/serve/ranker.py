@@ -86,10 +86,11 @@ class Ranker:
 
     def __init__(self, run_dir: Path, model: str, graph: ScoringGraph, spec: FeatureSpec, indexer: FieldIndexer,
                  scenes: SceneVectors | None, scorer, version: str, backend: str, metrics: ServeMetrics,
-                 cache: bool = True) -> None:
+                 settings: ServeSettings, cache: bool = True) -> None:
         self.run_dir, self.model, self.graph, self.spec = Path(run_dir), model, graph, spec
         self.indexer, self.scenes, self.scorer = indexer, scenes, scorer
         self.version, self.backend, self.metrics, self.cache = version, backend, metrics, cache
+        self.settings = settings
         self.whole = graph.has_scene and graph.model.cfg.scene_encoder == "whole_text"
         metrics.model_info.labels(model, version, backend).set(1)
 
@@ -120,7 +121,7 @@ class Ranker:
         scorer = TorchScorer(graph) if backend == "torch" else OnnxScorer(read_export(run_dir, model)[0],
                                                                           max(1, settings.threads))
         return cls(run_dir, model, graph, spec, indexer, scenes, scorer, model_version(run_dir, model), backend,
-                   metrics, cache)
+                   metrics, settings, cache)
 
     # ------------------------------------------------------------------ scoring
 
