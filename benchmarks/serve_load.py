@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--new-share", type=float, default=0.1, help="share of requests with a never-seen scene value")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes")
     ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    ap.add_argument("--access-log", action="store_true", help="keep uvicorn's per-request log (off: /metrics counts)")
     ap.add_argument("--redis", default=None, help="redis://127.0.0.1:PORT/0?namespace=NS as the shared store")
     args = ap.parse_args()
 
@@ -108,7 +109,8 @@ def main() -> None:
             store = args.redis
         else:
             store = str(shutil.copytree(run / "embeddings" / "larr", tmp / "larr"))  # the run's store stays as it was
-        server_args = ["--run", str(run), "--workers", str(args.workers), "--backend", args.backend, "--store", store]
+        server_args = ["--run", str(run), "--workers", str(args.workers), "--backend", args.backend, "--store", store,
+                       "--access-log" if args.access_log else "--no-access-log"]
         server = ProcessServer(server_args, env={"LARR_API_KEY": ""})
         with server as base:
             cpu0, load0 = tree_cpu_seconds(server.proc.pid), os.getloadavg()[0]

@@ -306,6 +306,8 @@ def serve(
     encode_timeout: Annotated[float, typer.Option(min=0.0, help="Seconds a request waits for the LLM to encode "
                                                   "a new scene value before using the unknown row.")] = 1.0,
     threads: Annotated[int, typer.Option(min=1, help="torch/onnxruntime threads per worker.")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log); /metrics counts "
+                                             "them either way.")] = True,
 ) -> None:
     """Serve a trained model over HTTP: POST /v1/rank, GET /healthz, GET /metrics, /openapi.json.
 
@@ -318,6 +320,9 @@ def serve(
     if backend not in BACKENDS:
         raise ServeError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
     model_dir(run, model)  # fail here, in one line, rather than in every worker
+    if not ((data or run / "data") / "shops.parquet").is_file():
+        raise ServeError(f"{data or run / 'data'}: no data directory with shops.parquet and users.parquet "
+                         "(the server reads user and shop profiles from it; pass --data DIR)")
     if backend == "onnx":
         read_export(run, model)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -325,7 +330,7 @@ def serve(
                       + ("" if os.environ.get("LARR_API_KEY") else " and LARR_API_KEY is not set"))
     settings = {"max_candidates": max_candidates, "max_body_bytes": max_body_kb * 1024,
                 "encode_timeout_s": encode_timeout, "threads": threads}
-    run_server(run, model, backend, store, data, host, port, workers, settings)
+    run_server(run, model, backend, store, data, host, port, workers, settings, access_log=access_log)
 
 
 @app.command("export")

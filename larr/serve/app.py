@@ -255,11 +255,11 @@ def app_from_env() -> FastAPI:
 
 def run_server(run_dir: Path, model: str, backend: str = "torch", store: str | None = None,
                data_dir: Path | None = None, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               settings: dict | None = None, log_level: str = "info") -> None:
+               settings: dict | None = None, log_level: str = "info", access_log: bool = True) -> None:
     """Start uvicorn (blocking) with ``workers`` processes, each loading the model."""
     import uvicorn
 
     os.environ[ENV_CONFIG] = server_config(run_dir, model, backend, store, data_dir, settings or {})
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     uvicorn.run("larr.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, server_header=False, timeout_graceful_shutdown=10)
+                log_level=log_level, access_log=access_log, server_header=False, timeout_graceful_shutdown=10)
