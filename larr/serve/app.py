@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from larr.serve.inputs import RequestError
 from larr.serve.metrics import ServeMetrics
 from larr.serve.ranker import Ranker
-from larr.serve.schemas import ErrorBody, Health, RankResponse, ScoredShop, rank_request_model
+from larr.serve.schemas import ErrorBody, Health, RankResponse, rank_request_model
 from larr.serve.settings import ServeSettings
 
 log = logging.getLogger("larr.serve")
@@ -182,16 +182,19 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
     RankRequest = rank_request_model(settings)
 
     @app.post("/v1/rank", response_model=RankResponse, responses=ERRORS, tags=["ranking"])
-    def rank(req: RankRequest, _: None = Depends(api_key)) -> RankResponse:
+    def rank(req: RankRequest, _: None = Depends(api_key)) -> Response:
         """Rank the candidates for the user in the scene (one batched forward; best first)."""
         ranker = ready()
         try:
             out = ranker.rank(req.user_id, req.scene, req.candidates, req.top_k)
         except RequestError as e:
             raise HTTPException(422, str(e)) from None
-        return RankResponse(model=ranker.model, version=out.version, unknown_user=out.unknown_user,
-                            unknown_shops=out.unknown_shops, scene_sources=out.scene_sources,
-                            items=[ScoredShop(shop_id=s, score=p) for s, p in zip(out.shop_ids, out.scores)])
+        body = RankResponse.model_validate({
+            "model": ranker.model, "version": out.version, "unknown_user": out.unknown_user,
+            "unknown_shops": out.unknown_shops, "scene_sources": out.scene_sources,
+            "items": [{"shop_id": s, "score": p} for s, p in zip(out.shop_ids, out.scores)]})
+        # serialised here, once: returning the model would make FastAPI dump, re-validate and encode it again
+        return Response(body.model_dump_json(), media_type="application/json")
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
     async def healthz() -> JSONResponse:  # async: answers from the event loop, even when the pool is busy
