@@ -211,7 +211,7 @@ def embed(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: Set
 def train(
     out: OutOpt,
     model: Annotated[str, typer.Option("--model", "-m", help="Row of the comparison: base, base_scene_ids, larr, "
-                                       "larr_meanpool, larr_noalign, larr_untuned_llm, generic_text, whole_text.")],
+                                       "larr_noimpute, larr_meanpool, larr_noalign, larr_untuned_llm, generic_text, whole_text.")],
     seed: Annotated[int, typer.Option(help="Seed of the model init and batch order.")] = 0,
     data: DataOpt = None,
     config: ConfigOpt = None,

@@ -212,6 +212,13 @@ class RecConfig(_Strict):
     dcn_structure: Literal["parallel", "stacked"] = "parallel"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     scene_ids: bool = Field(True, description="Scene features as ID fields (OOV for unseen values).")
+    impute_unseen_ids: bool = Field(
+        True, description="A scene value never seen in training gets, instead of the untrained unknown-ID "
+        "embedding, the mix of the seen values' ID embeddings weighted by LLM-vector similarity "
+        "(larr.rec.models.UnseenIDImputer). Needs per-feature LLM vectors (transformer/meanpool scene encoders).")
+    impute_temperature: float = Field(
+        0.05, gt=0.0, description="τ of the imputation softmax over cosine similarities (chosen on the valid "
+        "split's unseen rows: 0.05 vs 0.02/0.1/0.3).")
     scene_encoder: Literal["none", "transformer", "meanpool", "whole_text"] = Field(
         "transformer", description="LARR scene module over frozen LLM vectors; 'none' = no LLM input.")
     scene_dim: int = Field(64, ge=1, description="Width d of the scene encoder tokens.")
@@ -256,8 +263,8 @@ class ExperimentConfig(_Strict):
     """The stage-3 comparison (`larr evaluate`): every row on the same split, seeds, epochs and sizes."""
 
     models: list[str] = Field(
-        ["base", "base_scene_ids", "larr", "larr_meanpool", "larr_noalign", "larr_untuned_llm", "generic_text",
-         "whole_text"], description="Rows of the table (names: larr.rec.train.MODELS).")
+        ["base", "base_scene_ids", "larr", "larr_noimpute", "larr_meanpool", "larr_noalign", "larr_untuned_llm",
+         "generic_text", "whole_text"], description="Rows of the table (names: larr.rec.train.MODELS).")
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="Each row is trained once per seed (mean ± std).")
     backbone: Literal["dnn", "dcnv2"] | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
     larr_encoder: EncoderName = Field(

@@ -20,8 +20,8 @@ def test_quick_demo_writes_every_report_section(tmp_path):
     assert {"ppl_before", "ppl_after"} <= set(report["stage1"])
     for metric in ("recall@10", "mrr"):
         assert set(report["stage2"][metric]) == {"user_user", "shop_shop", "user_shop"}
-    expected = {"base", "base_scene_ids", "larr", "larr_meanpool", "larr_noalign", "larr_untuned_llm",
-                "generic_text", "whole_text"}
+    expected = {"base", "base_scene_ids", "larr", "larr_noimpute", "larr_meanpool", "larr_noalign",
+                "larr_untuned_llm", "generic_text", "whole_text"}
     assert set(report["ctr"]) == expected
     for name, row in report["ctr"].items():
         assert CTR_KEYS <= set(row), name

@@ -229,6 +229,47 @@ def test_raw_llm_vectors_override_the_table_and_dedup_is_exact():
     torch.testing.assert_close(model(raw).logit, model(batch).logit)
 
 
+def _imputing_model(**over):
+    """Feature a: values (seen as ID 1, seen as ID 2, never seen) in table rows 1-3; b: rows 4-5 (IDs 1, 2);
+    c: rows 6-7, a bucketed float feature (-1: its IDs are buckets, never imputed)."""
+    dims = ModelDims(**{**_dims(table=8).__dict__, "scene_vocab_ids": [[1, 2, 0], [1, 2], [-1, -1]]})
+    table = torch.randn(8, 12)
+    table[3] = 5 * table[2] + 0.01 * torch.randn(12)  # the unseen value "means" what seen ID 2 means
+    torch.manual_seed(0)
+    cfg = RecConfig(embed_dim=8, hidden=[32, 16], scene_dim=16, scene_heads=2, scene_size=8, align_dim=8,
+                    dropout=0.0, **{**VARIANTS["larr"], **over})
+    return CTRModel(cfg, dims, table).eval()
+
+
+def _scene_batch(a_id: int, a_row: int, c_id: int = 0) -> dict[str, torch.Tensor]:
+    x = torch.tensor([[1, 2, 3, 0, a_id, 1, c_id]])
+    return {"x": x, "scene": torch.tensor([[a_row, 4, 6]]), "whole": torch.zeros(1, dtype=torch.long),
+            "label": torch.zeros(1), "request": torch.zeros(1, dtype=torch.long)}
+
+
+def test_unseen_scene_id_borrows_the_embedding_of_its_llm_neighbour():
+    model = _imputing_model(impute_temperature=0.01)
+    unseen = model(_scene_batch(a_id=0, a_row=3)).logit
+    # the unknown ID of a never-seen value now acts as seen ID 2, its LLM neighbour (same scene input)
+    torch.testing.assert_close(unseen, model(_scene_batch(a_id=2, a_row=3)).logit, atol=1e-4, rtol=0)
+    assert not torch.allclose(unseen, model(_scene_batch(a_id=1, a_row=3)).logit, atol=1e-4)
+    plain = _imputing_model(impute_unseen_ids=False)
+    assert not torch.allclose(unseen, plain(_scene_batch(a_id=0, a_row=3)).logit, atol=1e-4)
+    # the serving path (vectors given instead of table rows) imputes the same way
+    b = _scene_batch(a_id=0, a_row=3)
+    raw = dict(b, scene_llm=model.scene_llm[b["scene"]])
+    torch.testing.assert_close(model(raw).logit, unseen)
+
+
+def test_imputation_leaves_seen_ids_and_bucketed_features_alone():
+    on, off = _imputing_model(), _imputing_model(impute_unseen_ids=False)
+    on.load_state_dict(off.state_dict())
+    for batch in (_scene_batch(a_id=1, a_row=1), _scene_batch(a_id=2, a_row=2, c_id=0)):
+        torch.testing.assert_close(on(batch).logit, off(batch).logit)
+    # a value missing from the request (row 0) has no vector: it stays the unknown ID
+    torch.testing.assert_close(on(_scene_batch(a_id=0, a_row=0)).logit, off(_scene_batch(a_id=0, a_row=0)).logit)
+
+
 def test_save_load_identical_predictions(tmp_path):
     spec = FeatureSpec([], [], {}, {}, [])
     model = _model(**VARIANTS["larr"]).eval()

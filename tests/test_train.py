@@ -150,10 +150,11 @@ def test_train_model_writes_model_metrics_and_logs(quick_run):
 def test_every_row_maps_to_a_variant_and_store():
     cfg = _cfg("experiment.larr_encoder=larr")
     stores = {name: model_setup(cfg, name)[1] for name in MODELS}
-    assert stores == {"base": None, "base_scene_ids": None, "larr": "larr", "larr_meanpool": "larr",
+    assert stores == {"base": None, "base_scene_ids": None, "larr": "larr", "larr_noimpute": "larr", "larr_meanpool": "larr",
                       "larr_noalign": "larr", "larr_untuned_llm": "untuned", "generic_text": "minilm",
                       "whole_text": "larr"}
     assert model_setup(cfg, "larr_noalign")[0].align_weight == 0
+    assert model_setup(cfg, "larr_noimpute")[0].impute_unseen_ids is False
     assert model_setup(cfg, "base")[0].scene_ids is False
     assert model_setup(_cfg("experiment.backbone=dnn"), "larr")[0].backbone == "dnn"
 

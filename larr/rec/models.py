@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict] = {
     "base_scene_ids": {"scene_ids": True, "scene_encoder": "none"},
     "larr": {"scene_ids": True, "scene_encoder": "transformer"},
     "larr_no_align": {"scene_ids": True, "scene_encoder": "transformer", "align_weight": 0.0},
+    "larr_no_impute": {"scene_ids": True, "scene_encoder": "transformer", "impute_unseen_ids": False},
     "larr_meanpool": {"scene_ids": True, "scene_encoder": "meanpool"},
     "larr_whole_text": {"scene_ids": True, "scene_encoder": "whole_text"},
 }
@@ -60,11 +61,17 @@ class ModelDims:
     scene_table: int  # rows of the per-feature LLM table (row 0 = unknown)
     whole_table: int  # rows of the whole-scene LLM table (row 0 = unknown)
     llm_dim: int
+    # Per scene feature, per value (scene-table order): its ID in the feature's vocabulary, 0 when the value
+    # never occurs in train, -1 when the feature's IDs are buckets of values (float features).
+    scene_vocab_ids: list[list[int]] | None = None
 
     @classmethod
     def from_spec(cls, spec: FeatureSpec, llm_dim: int) -> "ModelDims":
+        vocab = {f.name: {v: i + 1 for i, v in enumerate(f.vocab)} for f in spec.fields}
+        ids = [[-1 if n in spec.buckets else vocab[f"scene:{n}"].get(v, 0) for v in spec.scene_values[n]]
+               for n in spec.scene_names]
         return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
-                   spec.scene_table_size, 1 + len(spec.whole_texts), llm_dim)
+                   spec.scene_table_size, 1 + len(spec.whole_texts), llm_dim, ids)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -195,6 +202,58 @@ class WholeSceneEncoder(nn.Module):
 # ---------------------------------------------------------------------------- the CTR model
 
 
+class UnseenIDImputer(nn.Module):
+    """Gives a scene value never seen in training an ID embedding read from its LLM vector.
+
+    An ID model maps every such value ("typhoon") to the one unknown ID, whose embedding was never
+    trained: whatever it learnt about weather is lost exactly where the scene is new. With the value's
+    cached LLM vector we can do better at no serving cost: its ID embedding becomes the mixture of the
+    *seen* values' ID embeddings weighted by LLM similarity, ``softmax(cos(v, v_seen) / τ)`` — typhoon
+    borrows what the model learnt for thunderstorm and heavy rain. Seen values are untouched, so
+    training is unchanged (vocabularies come from train, where no value is unknown); only rows whose ID
+    is unknown and whose value has a vector are rewritten. The vectors are the model's standardised
+    per-feature table, or the ``scene_llm`` vectors passed in when serving a value not in the table.
+    """
+
+    def __init__(self, vocab_ids: list[list[int]], temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.n_features = len(vocab_ids)
+        flat = torch.tensor([-1] + [i for ids in vocab_ids for i in ids], dtype=torch.long)
+        self.register_buffer("unseen_row", flat == 0, persistent=False)  # table rows to impute
+        self.imputable = [bool(ids) and min(ids) >= 0 for ids in vocab_ids]
+        start = 1
+        for k, ids in enumerate(vocab_ids):
+            rows = torch.arange(start, start + len(ids))
+            self.register_buffer(f"seen_rows_{k}", rows[flat[rows] > 0], persistent=False)
+            self.register_buffer(f"seen_ids_{k}", flat[rows][flat[rows] > 0], persistent=False)
+            start += len(ids)
+
+    def forward(self, emb: torch.Tensor, ids: torch.Tensor, cols: list[int], tables: nn.ModuleList,
+                table: torch.Tensor, rows: torch.Tensor | None, vectors: torch.Tensor | None) -> torch.Tensor:
+        """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); ``cols[k]``: the field of scene feature k;
+        ``rows`` (B, F): scene-table rows, or ``vectors`` (B, F, D): per-feature vectors given directly."""
+        out = emb
+        for k in range(self.n_features):
+            seen_rows = getattr(self, f"seen_rows_{k}")
+            if not self.imputable[k] or len(seen_rows) == 0:
+                continue
+            unknown = ids[:, cols[k]] == 0
+            if vectors is not None:
+                todo = unknown & (vectors[:, k].abs().sum(-1) > 0)  # an all-zero vector: value missing
+            else:
+                todo = unknown & self.unseen_row[rows[:, k]]
+            if not bool(todo.any()):
+                continue
+            v = vectors[todo, k] if vectors is not None else table[rows[todo, k]]
+            weights = torch.softmax(F.normalize(v, dim=-1) @ F.normalize(table[seen_rows], dim=-1).T
+                                    / self.temperature, dim=-1)
+            if out is emb:
+                out = emb.clone()
+            out[todo, cols[k]] = weights @ tables[cols[k]].weight[getattr(self, f"seen_ids_{k}")]
+        return out
+
+
 class CTROutput(NamedTuple):
     logit: torch.Tensor  # (B,)
     scene: torch.Tensor | None  # (B, align_dim) scene side of the alignment, when aligning
@@ -228,6 +287,11 @@ class CTRModel(nn.Module):
         self.scene_encoder = self._build_scene_encoder(cfg, dims, scene_llm)
         if self.scene_encoder is not None:
             in_dim += cfg.scene_size
+        self.imputer = None
+        if cfg.impute_unseen_ids and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool") \
+                and dims.scene_vocab_ids is not None:
+            self.scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
+            self.imputer = UnseenIDImputer(dims.scene_vocab_ids, cfg.impute_temperature)
         if cfg.backbone == "dnn":
             self.backbone: nn.Module = DNN(in_dim, cfg.hidden, cfg.dropout)
         else:
@@ -265,7 +329,11 @@ class CTRModel(nn.Module):
         return self.scene_encoder(self.scene_llm[distinct])[inverse]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
-        emb = self.embedding(batch["x"][:, self.used])  # (B, n_used, d)
+        ids = batch["x"][:, self.used]
+        emb = self.embedding(ids)  # (B, n_used, d)
+        if self.imputer is not None:
+            emb = self.imputer(emb, ids, self.scene_cols, self.embedding.tables, self.scene_llm,
+                               batch.get("scene"), batch.get("scene_llm"))
         parts = [emb.flatten(1)]
         scene = None
         if self.scene_encoder is not None:

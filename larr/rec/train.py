@@ -83,7 +83,9 @@ class ModelRow:
 MODELS: dict[str, ModelRow] = {
     "base": ModelRow("base", None, "collaborative model, no scene features"),
     "base_scene_ids": ModelRow("base_scene_ids", None, "scene features as categorical IDs (unseen → OOV)"),
-    "larr": ModelRow("larr", "larr", "full method: stage-2 vectors per feature, Transformer, alignment"),
+    "larr": ModelRow("larr", "larr", "full method: stage-2 vectors per feature, Transformer, alignment, "
+                     "unseen IDs imputed from LLM similarity"),
+    "larr_noimpute": ModelRow("larr_no_impute", "larr", "unseen scene IDs stay unknown (no LLM imputation)"),
     "larr_meanpool": ModelRow("larr_meanpool", "larr", "mean of the feature tokens instead of the Transformer"),
     "larr_noalign": ModelRow("larr_no_align", "larr", "no alignment loss (λ = 0)"),
     "larr_untuned_llm": ModelRow("larr", "untuned", "vectors of the untuned backbone LLM"),
