@@ -1,23 +1,36 @@
 """How close does frozen text encoding get to this machine's matmul peak?
 
-Prints the measured float32 GEMM rate, then for the frozen encoder (default: the prepared
-SmolLM2 backbone in raw last-token mode; ``--model DIR`` for a stage-2 folder) on a mix of
-long shop texts and short scene texts, at batch sizes 1 and 64:
+Measures this machine's GEMM rate (2048×2048 float32 and bfloat16 matmuls), then encodes a mix
+of long shop texts and short scene texts with the frozen encoder (default: the prepared SmolLM2
+backbone in raw last-token mode; ``--model DIR`` for a stage-2 folder) at batch sizes 1 and 64:
 
-* naive    — a plain Hugging Face forward on batches in input order, padded to the longest
-             text of each batch, with the attention mask (what one writes first);
-* bucketed — ``larr.Encoder.encode``: sorted by length, batched with neighbours (almost no
-             padding), no attention mask needed for a causal model, ``torch.inference_mode``.
+* naive HF forward   — a plain Hugging Face forward on batches in input order, padded to the
+                       longest text of each batch, with the attention mask (what one writes first);
+* HF bucketed        — ``Encoder(packed=False)``: sorted by length, batched with neighbours (~10%
+                       padding), no attention mask (exact for a causal model), inference mode;
+* packed float32     — ``larr.Encoder`` (the default path): :class:`larr.llm.encode.PackedDecoder`,
+                       matmuls over real tokens only, fused projections, last layer at the pooled
+                       position only; the same vectors as the HF forward to float tolerance;
+* packed bfloat16    — the same with ``dtype="bfloat16"`` GEMMs (float32 residual stream/norms);
+                       its per-text cosine to packed float32 is printed.
 
-Share of peak = 2 × N × real tokens/s ÷ GEMM FLOP/s, where N counts the parameters whose
-matmuls run for every token (everything except the input-embedding lookup; no LM head runs
-here). The literal "2 × all parameters" share is printed too: it credits the embedding table
-as if it were a matmul and so reads ~27% higher for SmolLM2.
+Throughput counts **real** (non-padding) tokens only. Shares of peak, all "useful FLOPs ÷ GEMM rate":
 
-    python benchmarks/encode_throughput.py [--model DIR] [--data DIR] [--n 128] [--repeats 3] [--compile]
+* ``fp32 %mm``  = 2 × N_mm × real tokens/s ÷ float32 GEMM FLOP/s, where N_mm counts the parameters
+  whose matmuls run for every token (all but the input-embedding lookup; no LM head runs);
+* ``fp32 %all`` = the issue's literal formula, 2 × all parameters × tokens/s ÷ float32 GEMM FLOP/s
+  (credits the embedding table as if it were a matmul: ~27% higher for SmolLM2);
+* ``bf16 %mm``  = 2 × N_mm × tokens/s ÷ **bfloat16** GEMM FLOP/s — for bf16 rows, the fair share
+  (the fp32 shares of a bf16 row compare bf16 work with the fp32 peak, and can pass 100%);
+* ``cpu %mm``   = like ``fp32 %mm`` (``bf16 %mm`` for bf16 rows) but per process CPU-second on
+  both sides, which is steadier when other jobs share the cores.
 
-Timings are best-of ``--repeats`` interleaved passes; the "cpu-time" share divides by process
-CPU seconds instead of wall seconds, which is steadier when other jobs share the cores.
+Useful FLOPs are credited for every layer of every real token, although the packed path runs the
+last layer's output projection and MLP only at the pooled position (it does less work).
+
+    python benchmarks/encode_throughput.py [--model DIR] [--data DIR] [--n 128] [--repeats 3] [--threads N] [--compile]
+
+Timings are best-of ``--repeats`` interleaved passes; the load average is printed before and after.
 """
 from __future__ import annotations
 
@@ -38,10 +51,10 @@ from larr.llm.encode import Encoder, EmbeddingModel  # noqa: E402
 # ---------------------------------------------------------------------------- peak
 
 
-def gemm_flops(n: int = 2048, repeats: int = 8) -> tuple[float, float]:
-    """Best-of-``repeats`` float32 FLOP/s of an n×n matmul (the machine's practical peak):
+def gemm_flops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 8) -> tuple[float, float]:
+    """Best-of-``repeats`` FLOP/s of an n×n matmul in ``dtype`` (the machine's practical peak):
     per wall second, and per CPU second (see :func:`timed`)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
@@ -112,10 +125,6 @@ def naive_padded_tokens(model: EmbeddingModel, texts: list[str], batch_size: int
     return sum(model.tokenize(texts[i:i + batch_size])["input_ids"].numel() for i in range(0, len(texts), batch_size))
 
 
-def bucketed_padded_tokens(encoder: Encoder, lengths: list[int], batch_size: int) -> int:
-    return sum(len(b) * max(lengths[i] for i in b) for b in encoder.buckets(lengths, batch_size))
-
-
 def timed(fn):
     """Result, wall seconds, process CPU seconds (all threads).
 
@@ -129,22 +138,29 @@ def timed(fn):
 # ---------------------------------------------------------------------------- main
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="stage-2 folder (default: prepared SmolLM2, raw last-token mode)")
     ap.add_argument("--data", type=Path, help="data dir with shops.parquet (default: generated texts)")
     ap.add_argument("--n", type=int, default=128, help="texts at batch size 64 (default 128)")
-    ap.add_argument("--n1", type=int, default=16, help="texts at batch size 1 (default 24)")
+    ap.add_argument("--n1", type=int, default=16, help="texts at batch size 1 (default 16)")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per path, best kept (default 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--compile", action="store_true", help="also time Encoder(compile=True)")
+    ap.add_argument("--compile", action="store_true", help="also time Encoder(compile=True) (HF forward)")
+    ap.add_argument("--skip-naive", action="store_true", help="leave out the two Hugging Face paths")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    peak, peak_cpu = gemm_flops()
-    print(f"threads {torch.get_num_threads()}  float32 GEMM 2048x2048 (best of 8): {peak / 1e9:.1f} GFLOP/s "
-          f"({peak_cpu / 1e9:.1f} GFLOP per CPU-second)")
+    print(f"{load()} (start), {os.cpu_count()} CPUs")
+    peaks = {dt: gemm_flops(dt) for dt in (torch.float32, torch.bfloat16)}
+    for dt, (wall, cpu) in peaks.items():
+        print(f"threads {torch.get_num_threads()}  {str(dt)[6:]:>8} GEMM 2048x2048 (best of 8): {wall / 1e9:6.1f} GFLOP/s "
+              f"({cpu / 1e9:.1f} GFLOP per CPU-second)")
 
     if args.model:
         encoder = Encoder.from_pretrained(args.model, device="cpu")
@@ -155,6 +171,13 @@ def main() -> None:
         encoder = Encoder.from_causal_lm(prepare_default_model(), device="cpu")
         label = "SmolLM2-135M-Instruct (raw last-token)"
     model = encoder.model
+    encoders = {
+        "HF bucketed": Encoder(model, device="cpu", packed=False),
+        "packed float32": encoder,
+        "packed bfloat16": Encoder(model, device="cpu", dtype="bfloat16"),
+    }
+    if encoder.packed is None:
+        print("(this backbone has no packed path: the 'packed' rows run the HF forward)")
     n_all = sum(p.numel() for p in model.parameters())
     n_mm = n_all - model.base.get_input_embeddings().weight.numel()
     print(f"model {label}: {n_all / 1e6:.1f}M parameters, {n_mm / 1e6:.1f}M in per-token matmuls")
@@ -164,48 +187,54 @@ def main() -> None:
     print(f"texts {len(texts)}: tokens/text min {min(lengths)} median {int(np.median(lengths))} "
           f"max {max(lengths)}, total {sum(lengths)}")
     print()
-    header = (f"{'path':<18}{'batch':>6}{'texts/s':>10}{'real tok/s':>12}{'pad waste':>11}{'peak %':>9}"
-              f"{'(2×all)':>9}{'peak % cpu-time':>17}")
+    header = (f"{'path':<18}{'batch':>6}{'texts/s':>9}{'real tok/s':>11}{'GEMM pad':>9}"
+              f"{'fp32 %mm':>10}{'fp32 %all':>10}{'bf16 %mm':>10}{'cpu %mm':>9}")
     print(header)
     print("-" * len(header))
+    fp32, bf16 = peaks[torch.float32], peaks[torch.bfloat16]
 
-    def row(name: str, bs: int, n_texts: int, real: int, padded: int, seconds: float, cpu: float) -> None:
-        tps = real / seconds
-        print(f"{name:<18}{bs:>6}{n_texts / seconds:>10.1f}{tps:>12.0f}{1 - real / padded:>10.0%}"
-              f"{100 * 2 * n_mm * tps / peak:>8.1f}%{100 * 2 * n_all * tps / peak:>8.1f}%"
-              f"{100 * 2 * n_mm * real / cpu / peak_cpu:>16.1f}%", flush=True)
+    def row(name: str, bs: int, n_texts: int, real: int, gemm_rows: int, seconds: float, cpu: float) -> None:
+        tps, is_bf16 = real / seconds, "bfloat16" in name
+        ref_cpu = (bf16 if is_bf16 else fp32)[1]
+        bf16_share = f"{100 * 2 * n_mm * tps / bf16[0]:>9.1f}%" if is_bf16 else f"{'':>10}"
+        print(f"{name:<18}{bs:>6}{n_texts / seconds:>9.1f}{tps:>11.0f}{1 - real / gemm_rows:>8.0%}"
+              f"{100 * 2 * n_mm * tps / fp32[0]:>9.1f}%{100 * 2 * n_all * tps / fp32[0]:>9.1f}%{bf16_share}"
+              f"{100 * 2 * n_mm * real / cpu / ref_cpu:>8.1f}%", flush=True)
 
-    encoder.encode(texts[:8])  # warm-up (allocator, thread pool)
-    compiled = Encoder(model, device="cpu", compile=True) if args.compile else None
-    if compiled is not None:
-        _, t, _ = timed(lambda: compiled.encode(texts, batch_size=64))
-        print(f"(torch.compile warm-up pass: {t:.0f}s)")
+    for enc in encoders.values():
+        enc.encode(texts[:8])  # warm-up (allocator, thread pool)
+    if args.compile:
+        encoders["HF bucket+compile"] = Encoder(model, device="cpu", compile=True)
+        _, t, _ = timed(lambda: encoders["HF bucket+compile"].encode(texts, batch_size=64))
+        print(f"(torch.compile warm-up pass: {t:.0f}s, paid again in every new process)")
 
     for bs, subset in ((1, texts[: args.n1]), (64, texts)):
         sub_len = [len(x) for x in model.tokenize(subset, padding=False)["input_ids"]]
         real = sum(sub_len)
-        paths = {
-            "naive HF forward": (lambda: naive_encode(model, subset, bs), naive_padded_tokens(model, subset, bs)),
-            "bucketed Encoder": (lambda: encoder.encode(subset, batch_size=bs),
-                                 bucketed_padded_tokens(encoder, sub_len, bs)),
-        }
-        if compiled is not None and bs > 1:  # batch 1 only triggers recompilations
-            paths["bucketed+compile"] = (lambda: compiled.encode(subset, batch_size=bs),
-                                         bucketed_padded_tokens(compiled, sub_len, bs))
+        paths = {} if args.skip_naive else {
+            "naive HF forward": (lambda: naive_encode(model, subset, bs), naive_padded_tokens(model, subset, bs))}
+        for name, enc in encoders.items():
+            if (args.skip_naive and name.startswith("HF")) or (name.endswith("compile") and bs == 1):
+                continue  # batch 1 only triggers recompilations
+            paths[name] = (lambda enc=enc: enc.encode(subset, batch_size=bs), enc.gemm_rows(sub_len, bs))
         best = {name: (float("inf"), float("inf")) for name in paths}
         vectors = {}
         for _ in range(args.repeats):  # interleaved, best of: neighbours' load hits every path alike
             for name, (fn, _) in paths.items():
                 vectors[name], wall, cpu = timed(fn)
                 best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-        for name, (_, padded) in paths.items():
-            row(name, bs, len(subset), real, padded, *best[name])
-        diff = np.abs(vectors["naive HF forward"] - vectors["bucketed Encoder"]).max()
-        print(f"{'':<18}{'':>6}  max |naive - bucketed| = {diff:.1e}")
+        for name, (_, gemm_rows) in paths.items():
+            row(name, bs, len(subset), real, gemm_rows, *best[name])
+        ref = vectors["packed float32"]
+        for name in ("naive HF forward", "HF bucketed"):
+            if name in vectors:
+                print(f"{'':<24}max |{name} - packed float32| = {np.abs(vectors[name] - ref).max():.1e}")
+        cos = (vectors["packed bfloat16"] * ref).sum(axis=1)
+        print(f"{'':<24}cosine(packed bfloat16, packed float32) per text: min {cos.min():.5f} mean {cos.mean():.5f}")
 
-    after, after_cpu = gemm_flops()
-    print(f"\nGEMM re-measured after the runs: {after / 1e9:.1f} GFLOP/s, {after_cpu / 1e9:.1f} per CPU-second "
-          f"(shares above use the first measurement; on a shared machine the wall-clock ones are noisy)")
+    after = gemm_flops()
+    print(f"\nfloat32 GEMM re-measured after the runs: {after[0] / 1e9:.1f} GFLOP/s, {after[1] / 1e9:.1f} per "
+          f"CPU-second (shares above use the first measurement); {load()} (end)")
 
 
 if __name__ == "__main__":

@@ -139,3 +139,75 @@ def test_lazy_top_level_export():
     import larr
 
     assert larr.Encoder is Encoder
+
+
+# ---------------------------------------------------------------------------- packed path
+
+
+@pytest.fixture(scope="module")
+def gqa_dir(tmp_path_factory):
+    """Tiny Llama with grouped-query attention (like SmolLM2: fewer kv heads than q heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = make_tiny_model(tmp_path_factory.mktemp("gqa"))
+    cfg = LlamaConfig.from_pretrained(folder)
+    cfg.num_hidden_layers, cfg.num_key_value_heads = 3, 2
+    torch.manual_seed(1)
+    LlamaForCausalLM(cfg).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_packed_path_equals_hf_forward(gqa_dir, batch_size):
+    """Packed tokens, fused projections, complex rotary and the last layer run at the pooled
+    position only: the same vectors as the model's own (masked, padded) forward."""
+    torch.manual_seed(0)
+    model = EmbeddingModel.from_causal_lm_folder(gqa_dir, head_dim=16).eval()
+    packed = Encoder(model, device="cpu")
+    assert packed.packed is not None and packed.dtype == torch.float32
+    batch = model.tokenize(TEXTS)
+    with torch.inference_mode():
+        reference = model(batch["input_ids"], batch["attention_mask"], use_mask=True).numpy()
+    np.testing.assert_allclose(packed.encode(TEXTS, batch_size=batch_size), reference, atol=1e-5)
+    hf = Encoder(model, device="cpu", packed=False)
+    assert hf.packed is None
+    np.testing.assert_allclose(hf.encode(TEXTS, batch_size=batch_size), reference, atol=1e-5)
+
+
+def test_gemm_rows_count_no_padding_when_packed(gqa_dir):
+    model = EmbeddingModel.from_causal_lm_folder(gqa_dir, head_dim=8)
+    lengths = [len(x) for x in model.tokenize(TEXTS, padding=False)["input_ids"]]
+    assert Encoder(model, device="cpu").gemm_rows(lengths, 64) == sum(lengths)
+    assert Encoder(model, device="cpu", packed=False).gemm_rows(lengths, 64) >= sum(lengths)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_bfloat16_close_to_float32(gqa_dir, packed):
+    torch.manual_seed(0)
+    model = EmbeddingModel.from_causal_lm_folder(gqa_dir, head_dim=16).eval()
+    full = Encoder(model, device="cpu").encode(TEXTS)
+    half = Encoder(model, device="cpu", dtype="bfloat16", packed=packed)
+    assert half.dtype == torch.bfloat16 and (half.packed is not None) == packed
+    vecs = half.encode(TEXTS)
+    assert vecs.dtype == np.float32
+    assert (vecs * full).sum(axis=1).min() >= 0.99
+    assert next(model.base.parameters()).dtype == torch.float32  # the model itself is untouched
+
+
+def test_dtype_resolution():
+    from larr.llm.encode import resolve_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_dtype("float32", cpu) == torch.float32
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
+    assert resolve_dtype(torch.float16, cpu) == torch.float16
+
+
+def test_packed_supports_only_llama_family(gqa_dir):
+    from larr.llm.encode import PackedDecoder
+
+    model = EmbeddingModel.from_causal_lm_folder(gqa_dir, head_dim=None)
+    assert PackedDecoder.supports(model.base)
+    model.base.config.hidden_act = "gelu"
+    assert not PackedDecoder.supports(model.base)

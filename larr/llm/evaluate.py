@@ -191,9 +191,8 @@ def encoder_factories(cfg: Config, run_dir: Path, models: tuple[str, ...] = MODE
 
     def llm(path: Path, raw: bool) -> Callable[[], EncodeFn]:
         def load() -> EncodeFn:
-            enc = Encoder.from_causal_lm(path, device=device, max_length=n_tok) if raw else \
-                Encoder.from_pretrained(path, device=device)
-            enc.model.to(dtype)
+            enc = Encoder.from_causal_lm(path, device=device, max_length=n_tok, dtype=dtype) if raw else \
+                Encoder.from_pretrained(path, device=device, dtype=dtype)
             return lambda texts: enc.encode(texts, batch_size=batch_size, progress=progress)
         return load
 
