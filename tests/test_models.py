@@ -234,6 +234,7 @@ def _imputing_model(**over):
     c: rows 6-7, a bucketed float feature (-1: its IDs are buckets, never imputed)."""
     dims = ModelDims(**{**_dims(table=8).__dict__, "scene_vocab_ids": [[1, 2, 0], [1, 2], [-1, -1]]})
     table = torch.randn(8, 12)
+    table[0] = 0  # the unknown value's row, as in every LLM table
     table[3] = 5 * table[2] + 0.01 * torch.randn(12)  # the unseen value "means" what seen ID 2 means
     torch.manual_seed(0)
     cfg = RecConfig(embed_dim=8, hidden=[32, 16], scene_dim=16, scene_heads=2, scene_size=8, align_dim=8,

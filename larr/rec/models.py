@@ -218,40 +218,33 @@ class UnseenIDImputer(nn.Module):
     def __init__(self, vocab_ids: list[list[int]], temperature: float) -> None:
         super().__init__()
         self.temperature = temperature
-        self.n_features = len(vocab_ids)
-        flat = torch.tensor([-1] + [i for ids in vocab_ids for i in ids], dtype=torch.long)
-        self.register_buffer("unseen_row", flat == 0, persistent=False)  # table rows to impute
-        self.imputable = [bool(ids) and min(ids) >= 0 for ids in vocab_ids]
-        start = 1
+        self.features: list[int] = []  # features with IDs of their own and at least one seen value
+        start = 1  # row 0 of the table is the unknown value
         for k, ids in enumerate(vocab_ids):
-            rows = torch.arange(start, start + len(ids))
-            self.register_buffer(f"seen_rows_{k}", rows[flat[rows] > 0], persistent=False)
-            self.register_buffer(f"seen_ids_{k}", flat[rows][flat[rows] > 0], persistent=False)
+            ids_t = torch.tensor(ids, dtype=torch.long)
+            seen = ids_t > 0
+            if ids and min(ids) >= 0 and bool(seen.any()):
+                self.features.append(k)
+                self.register_buffer(f"seen_rows_{k}", torch.arange(start, start + len(ids))[seen], persistent=False)
+                self.register_buffer(f"seen_ids_{k}", ids_t[seen], persistent=False)
             start += len(ids)
 
     def forward(self, emb: torch.Tensor, ids: torch.Tensor, cols: list[int], tables: nn.ModuleList,
-                table: torch.Tensor, rows: torch.Tensor | None, vectors: torch.Tensor | None) -> torch.Tensor:
+                table: torch.Tensor, rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
         """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); ``cols[k]``: the field of scene feature k;
-        ``rows`` (B, F): scene-table rows, or ``vectors`` (B, F, D): per-feature vectors given directly."""
-        out = emb
-        for k in range(self.n_features):
-            seen_rows = getattr(self, f"seen_rows_{k}")
-            if not self.imputable[k] or len(seen_rows) == 0:
-                continue
-            unknown = ids[:, cols[k]] == 0
-            if vectors is not None:
-                todo = unknown & (vectors[:, k].abs().sum(-1) > 0)  # an all-zero vector: value missing
-            else:
-                todo = unknown & self.unseen_row[rows[:, k]]
-            if not bool(todo.any()):
-                continue
-            v = vectors[todo, k] if vectors is not None else table[rows[todo, k]]
-            weights = torch.softmax(F.normalize(v, dim=-1) @ F.normalize(table[seen_rows], dim=-1).T
-                                    / self.temperature, dim=-1)
-            if out is emb:
-                out = emb.clone()
-            out[todo, cols[k]] = weights @ tables[cols[k]].weight[getattr(self, f"seen_ids_{k}")]
-        return out
+        each row's per-feature vectors are ``table[rows]`` or, when given, ``vectors`` (B, F, D); an
+        all-zero vector (the table's row 0) means the value is missing.
+
+        Branch-free (every row is computed, then selected), so it traces and exports to ONNX as is."""
+        fields = list(emb.unbind(1))
+        for k in self.features:
+            v, col = (vectors[:, k] if vectors is not None else table[rows[:, k]]), cols[k]
+            seen = F.normalize(table[getattr(self, f"seen_rows_{k}")], dim=-1)
+            weights = torch.softmax(F.normalize(v, dim=-1) @ seen.T / self.temperature, dim=-1)
+            imputed = weights @ tables[col].weight[getattr(self, f"seen_ids_{k}")]
+            todo = (ids[:, col] == 0) & (v.abs().sum(-1) > 0)
+            fields[col] = torch.where(todo[:, None], imputed, fields[col])
+        return torch.stack(fields, dim=1)
 
 
 class CTROutput(NamedTuple):

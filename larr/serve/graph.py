@@ -39,7 +39,12 @@ class ScoringGraph(nn.Module):
 
     def forward(self, x: torch.Tensor, scene: torch.Tensor | None = None) -> torch.Tensor:
         m = self.model
-        parts = [m.embedding(x[:, self.used]).flatten(1)]
+        ids = x[:, self.used]
+        emb = m.embedding(ids)
+        if m.imputer is not None:  # never-seen scene values borrow their LLM neighbours' ID embeddings
+            emb = m.imputer(emb, ids, m.scene_cols, m.embedding.tables, m.scene_llm, None,
+                            scene.expand(x.shape[0], -1, -1))
+        parts = [emb.flatten(1)]
         if m.scene_encoder is not None:
             parts.append(m.scene_encoder(scene).expand(x.shape[0], -1))
         return torch.sigmoid(m.head(m.backbone(torch.cat(parts, dim=-1))).squeeze(-1))
