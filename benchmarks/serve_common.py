@@ -103,23 +103,40 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 class ProcessServer:
-    """``larr serve`` in its own process(es) on a free 127.0.0.1 port; stopped on exit."""
+    """``larr serve`` in its own process(es) on a free 127.0.0.1 port; stopped on exit.
+
+    Its output goes to a temporary log whose tail is shown if it fails to start; a start that
+    fails (e.g. the chosen port was taken meanwhile) is retried once on another port.
+    """
 
     def __init__(self, args: list[str], env: dict | None = None, ready_s: float = 180) -> None:
-        self.port, self.args, self.env, self.ready_s = free_port(), args, env, ready_s
+        self.args, self.env, self.ready_s = args, env, ready_s
 
     def __enter__(self) -> str:
+        try:
+            return self._start()
+        except RuntimeError as e:
+            print(f"server start failed, retrying once: {e}", file=sys.stderr)
+            return self._start()
+
+    def _start(self) -> str:
+        import tempfile
+
         import httpx
 
+        self.port = free_port()
         cmd = [sys.executable, "-m", "larr", "serve", *self.args, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.log = open(os.devnull, "wb")
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, env={**os.environ, **(self.env or {})}, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + self.ready_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {' '.join(cmd)}")
+                self.log.seek(0)
+                tail = self.log.read().decode(errors="replace")[-1500:]
+                self.log.close()
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {' '.join(cmd)}\n{tail}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     return base
