@@ -345,13 +345,11 @@ _PACKED_FAMILIES = {"llama", "mistral", "qwen2"}
 class _Layer:
     """One decoder layer's weights, fused and in the compute dtype (see :class:`PackedDecoder`)."""
 
-    norm1: torch.Tensor
-    norm2: torch.Tensor
-    qkv: torch.Tensor  # (H·d + 2·Hkv·d, h): q and k rows reordered for complex rotary
+    qkv: torch.Tensor  # (H·d + 2·Hkv·d, h): q and k rows reordered for complex rotary; × input norm weight
     qkv_bias: torch.Tensor | None
     o: torch.Tensor
     o_bias: torch.Tensor | None
-    gate_up: torch.Tensor  # (2·I, h)
+    gate_up: torch.Tensor  # (2·I, h); × post-attention norm weight
     down: torch.Tensor
 
 
@@ -365,7 +363,9 @@ class PackedDecoder:
       attention sees the padded (B, T) layout, and padding after a text's last token is never
       attended to (causal), so it is exact;
     * **fused projections** — q|k|v and gate|up are single, wider GEMMs (more efficient than
-      narrow ones); RMSNorm is ``F.rms_norm`` (one kernel); the residual stream stays float32;
+      narrow ones); each RMSNorm's weight is folded into the columns of the GEMM that follows it,
+      so a norm is one reduction and one multiply (:func:`_unit_rms`); the residual stream stays
+      float32;
     * **one-pass rotary** — the q and k rows of each head are reordered so the pairs that RoPE
       rotates together, (i, i + d/2), sit side by side; rotation is then one complex multiply.
       Both q and k get the same order, so every q·k dot product is unchanged;
@@ -374,7 +374,8 @@ class PackedDecoder:
       :func:`larr.llm.contrastive.last_token_block` in training;
     * **dtype** — weights are copied once into ``dtype``; ``torch.bfloat16`` runs the GEMMs in
       bf16 (oneDNN AVX512-BF16/AMX on CPUs that have it, ~2× the float32 GEMM rate) with the
-      residual stream, norms, rotary and pooled state kept in float32.
+      residual stream, norms, rotary, attention and pooled state kept in float32 (CPU flash
+      attention is no faster in bf16, and float32 keeps the softmax accurate).
 
     The copy holds its own weights (the model's size again in ``dtype``); the model is untouched.
     """
@@ -427,15 +428,14 @@ class PackedDecoder:
             return lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
 
         has_bias = any(p.bias is not None for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        norm1, norm2 = layer.input_layernorm.weight.detach(), layer.post_attention_layernorm.weight.detach()
         return _Layer(
-            norm1=layer.input_layernorm.weight.detach().float(),
-            norm2=layer.post_attention_layernorm.weight.detach().float(),
             qkv=w(torch.cat([rope_order(attn.q_proj.weight, self.heads), rope_order(attn.k_proj.weight, self.kv_heads),
-                             attn.v_proj.weight])),
+                             attn.v_proj.weight]) * norm1),
             qkv_bias=w(torch.cat([rope_order(b(attn.q_proj), self.heads), rope_order(b(attn.k_proj), self.kv_heads),
                                   b(attn.v_proj)])) if has_bias else None,
             o=w(attn.o_proj.weight), o_bias=w(attn.o_proj.bias),
-            gate_up=w(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+            gate_up=w(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]) * norm2),
             down=w(mlp.down_proj.weight),
         )
 
@@ -462,9 +462,9 @@ class PackedDecoder:
                n_rows: int, width: int, keep: torch.Tensor | None) -> torch.Tensor:
         n, h = x.shape
         d, nq, nkv = self.head_dim, self.heads, self.kv_heads
-        qkv = F.linear(F.rms_norm(x, (h,), layer.norm1, self.eps).to(self.dtype), layer.qkv, layer.qkv_bias)
+        qkv = F.linear(_unit_rms(x, self.eps).to(self.dtype), layer.qkv, layer.qkv_bias).float()
         qk = qkv[:, : (nq + nkv) * d]
-        rotated = torch.view_as_complex(qk.float().reshape(n, nq + nkv, d // 2, 2)) * rot
+        rotated = torch.view_as_complex(qk.reshape(n, nq + nkv, d // 2, 2)) * rot
         qk.copy_(torch.view_as_real(rotated).reshape(n, -1))
         if slots is not None:  # to the padded layout; zeros after each text's end, never attended to
             qkv = qkv.new_zeros(n_rows * width, qkv.shape[1]).index_copy_(0, slots, qkv)
@@ -475,12 +475,19 @@ class PackedDecoder:
             att = att.index_select(0, slots)
         if keep is not None:  # final layer: only the pooled position goes on
             att, x = att.index_select(0, keep), x.index_select(0, keep)
-        x = x + F.linear(att, layer.o, layer.o_bias)
+        x = x + F.linear(att.to(self.dtype), layer.o, layer.o_bias)
         for part in x.split(self.mlp_rows):  # views: the residual is updated in place
-            gate_up = F.linear(F.rms_norm(part, (h,), layer.norm2, self.eps).to(self.dtype), layer.gate_up)
+            gate_up = F.linear(_unit_rms(part, self.eps).to(self.dtype), layer.gate_up)
             inner = gate_up.shape[1] // 2
             part += F.linear(F.silu(gate_up[:, :inner]) * gate_up[:, inner:], layer.down)
         return x
+
+
+def _unit_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm without its weight (folded into the next GEMM): x / sqrt(mean(x²) + eps), computed
+    as one norm reduction and one multiply (``F.rms_norm`` on CPU is 4-5 passes over x)."""
+    ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+    return x * ms.add_(eps).rsqrt_()
 
 
 def resolve_dtype(dtype: DType | torch.dtype, device: torch.device) -> torch.dtype:
