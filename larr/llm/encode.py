@@ -394,7 +394,7 @@ class PackedDecoder:
         self.scaling = float(first.scaling)
         self.layers = [self._prepare(layer) for layer in base.layers]
         # The MLP's (rows, 2·I) intermediate is its largest tensor; above glibc's 32 MB mmap
-        # threshold every allocation is fresh pages (page faults cost ~15% of the forward), so
+        # threshold every allocation is fresh pages (page faults cost ~10% of the forward), so
         # the MLP runs over row chunks that stay well below it (and in cache).
         self.mlp_rows = max(64, (16 << 20) // (2 * cfg.intermediate_size * 4))
 
