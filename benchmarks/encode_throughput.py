@@ -28,6 +28,12 @@ Throughput counts **real** (non-padding) tokens only. Shares of peak, all "usefu
 Useful FLOPs are credited for every layer of every real token, although the packed path runs the
 last layer's output projection and MLP only at the pooled position (it does less work).
 
+Measured (AMD EPYC Zen 4, 2 vCPUs, load average 1.1-1.8, ``--data`` quick world, 124 texts of 4-138
+tokens, ``--repeats 3``; peaks float32 189.6, bfloat16 420.9 GFLOP/s) at batch 64, share of the fp32
+peak by the matmul-parameter / literal formula: naive HF 30.5 / 38.6 %, HF bucketed 72.3 / 91.5 %,
+packed float32 78.7 / 99.7 %, packed bfloat16 145.5 / 184.4 % (65.6 % of the bf16 peak), bf16
+cosine to float32 ≥ 0.9996 per text. Under heavy load (average 5-10) every share drops by half.
+
     python benchmarks/encode_throughput.py [--model DIR] [--data DIR] [--n 128] [--repeats 3] [--threads N] [--compile]
 
 Timings are best-of ``--repeats`` interleaved passes; the load average is printed before and after.
