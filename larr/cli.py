@@ -174,13 +174,20 @@ def pretrain(
 
 
 @app.command()
-def contrastive(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def contrastive(
+    out: OutOpt,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    eval_only: Annotated[bool, typer.Option("--eval-only", help="Score the model already in RUN_DIR/stage2; "
+                                            "no training.")] = False,
+) -> None:
     """Stage 2: contrastive fine-tuning into an embedding model (RUN_DIR/stage2), then its evaluation."""
     from larr.llm import contrastive as contrastive_mod
     from larr.llm.evaluate import print_tables
 
     cfg = _stage_config(config, set_, out)
-    result = contrastive_mod.run(cfg, out, data_dir=data)
+    result = contrastive_mod.run(cfg, out, data_dir=data, eval_only=eval_only)
     if "recall@10" in result:
         print_tables(result, Console())
     console.print(

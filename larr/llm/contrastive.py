@@ -26,6 +26,7 @@ saving is the ordinary :meth:`EmbeddingModel.save_pretrained` — nothing to mer
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 import time
@@ -495,16 +496,24 @@ def max_length(cfg: Config) -> int:
 
 
 def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool = True,
-        evaluate: bool | None = None) -> dict[str, Any]:
-    """Stage 2 end to end: pairs → train → ``RUN_DIR/stage2`` → evaluation → report.json ``stage2``."""
+        evaluate: bool | None = None, eval_only: bool = False) -> dict[str, Any]:
+    """Stage 2 end to end: pairs → train → ``RUN_DIR/stage2`` → evaluation → report.json ``stage2``.
+
+    ``eval_only`` scores the model already in ``RUN_DIR/stage2`` (its training record is read back
+    from the folder) instead of training again — e.g. after an interrupted evaluation."""
     from larr.llm.backbone import resolve_device
-    from larr.report import update_report
 
     run_dir = Path(run_dir)
     data_dir = Path(data_dir) if data_dir is not None else run_dir / "data"
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     data = build_pairs(data_dir, cfg)
+    if eval_only:
+        out_dir = run_dir / STAGE_DIR
+        if not (out_dir / STATS_FILE).is_file():
+            raise ContrastiveError(f"no trained stage-2 model in {out_dir} (run `larr contrastive` without --eval-only)")
+        result = json.loads((out_dir / STATS_FILE).read_text())
+        return _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress, True)
     src = source_model(cfg, run_dir)
     model = EmbeddingModel.from_causal_lm_folder(
         src, head_dim=cfg.contrastive.head_dim, max_length=max_length(cfg), append_token=EMB_TOKEN, device=device
@@ -524,7 +533,15 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
     }
     out_dir = save_stage2(run_dir / STAGE_DIR, model, cfg, result)
     del model
-    if cfg.contrastive.evaluate if evaluate is None else evaluate:
+    return _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress,
+                                cfg.contrastive.evaluate if evaluate is None else evaluate)
+
+
+def _evaluate_and_report(cfg: Config, run_dir: Path, data_dir: Path, data: Any, result: dict[str, Any],
+                         out_dir: Path, progress: bool, evaluate: bool) -> dict[str, Any]:
+    from larr.report import update_report
+
+    if evaluate:
         from larr.llm import evaluate as evaluate_mod
 
         t0 = time.perf_counter()
