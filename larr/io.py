@@ -67,3 +67,15 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None
     """Write one Parquet table atomically (zstd, no wall-clock metadata: same data, same bytes)."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it (plots are artifacts too)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path

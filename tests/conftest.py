@@ -15,6 +15,7 @@ import pytest
 
 from larr.data.schema import SceneFeature, write_dataset_meta
 from larr.io import write_parquet
+from serve_helpers import stop_process
 
 SCENE = [
     SceneFeature("weather", "str", "weather: {value}", "Weather at request time."),
@@ -124,12 +125,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

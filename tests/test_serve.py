@@ -23,7 +23,7 @@ from larr.serve.app import create_app
 from larr.serve.metrics import ServeMetrics
 from larr.serve.ranker import Ranker
 from larr.serve.settings import ServeSettings
-from serve_helpers import CountingEncoder, copy_store, metric, request_rows, serve_run
+from serve_helpers import CountingEncoder, copy_store, metric, request_rows, serve_run, stop_process
 
 torch.set_num_threads(1)
 
@@ -266,12 +266,7 @@ def test_real_uvicorn_process(run, tmp_path):
         assert metric(text, 'larr_requests_total{route="/v1/rank",status="200"}') == 1
         assert "paths" in httpx.get(f"{base}/openapi.json", timeout=5).json()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
 
 
 # ---------------------------------------------------------------------------- fuzzing the contract

@@ -144,7 +144,7 @@ def plot_auc(rows: dict[str, dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from larr.io import atomic_path
+    from larr.io import save_figure
 
     names = list(rows)
     x = np.arange(len(names))
@@ -163,11 +163,7 @@ def plot_auc(rows: dict[str, dict], path: Path) -> Path:
     ax.legend(loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def rich_table(rows: dict[str, dict], title: str = "stage 3: CTR on the test split"):

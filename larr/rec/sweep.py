@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from larr.config import SWEEP_PARAMS, Config, RecConfig
 from larr.errors import LarrError
-from larr.io import atomic_path, atomic_write_text
+from larr.io import atomic_write_text, save_figure
 from larr.rec.experiment import REFERENCE, aggregate, unavailable
 from larr.rec.jobs import Job, run_jobs
 from larr.rec.train import MODELS, finished_run, load_features, model_setup, run_name
@@ -221,11 +221,7 @@ def plot_curve(param: str, entry: dict, path: Path, reference: dict | None = Non
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def rich_table(param: str, entry: dict, reference: dict | None = None):
