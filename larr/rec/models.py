@@ -232,8 +232,9 @@ class UnseenIDImputer(nn.Module):
     def forward(self, emb: torch.Tensor, ids: torch.Tensor, cols: list[int], tables: nn.ModuleList,
                 table: torch.Tensor, rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
         """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); ``cols[k]``: the field of scene feature k;
-        each row's per-feature vectors are ``table[rows]`` or, when given, ``vectors`` (B, F, D); an
-        all-zero vector (the table's row 0) means the value is missing.
+        each row's per-feature vectors are ``table[rows]`` or, when given, ``vectors`` (B, F, D) — or
+        (1, F, D), one scene shared by all B rows (serving), imputed once and broadcast; an all-zero
+        vector (the table's row 0) means the value is missing.
 
         Branch-free (every row is computed, then selected), so it traces and exports to ONNX as is."""
         fields = list(emb.unbind(1))

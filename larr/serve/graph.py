@@ -42,8 +42,8 @@ class ScoringGraph(nn.Module):
         ids = x[:, self.used]
         emb = m.embedding(ids)
         if m.imputer is not None:  # never-seen scene values borrow their LLM neighbours' ID embeddings
-            emb = m.imputer(emb, ids, m.scene_cols, m.embedding.tables, m.scene_llm, None,
-                            scene.expand(x.shape[0], -1, -1))
+            # the request's one scene (1, F, D): imputed once, broadcast over the candidates
+            emb = m.imputer(emb, ids, m.scene_cols, m.embedding.tables, m.scene_llm, None, scene)
         parts = [emb.flatten(1)]
         if m.scene_encoder is not None:
             parts.append(m.scene_encoder(scene).expand(x.shape[0], -1))
