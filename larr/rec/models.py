@@ -215,9 +215,10 @@ class UnseenIDImputer(nn.Module):
     per-feature table, or the ``scene_llm`` vectors passed in when serving a value not in the table.
     """
 
-    def __init__(self, vocab_ids: list[list[int]], temperature: float) -> None:
+    def __init__(self, vocab_ids: list[list[int]], cols: list[int], temperature: float) -> None:
+        """``cols[k]``: the embedding field (column of the model's used fields) of scene feature k."""
         super().__init__()
-        self.temperature = temperature
+        self.cols, self.temperature = cols, temperature
         self.features: list[int] = []  # features with IDs of their own and at least one seen value
         start = 1  # row 0 of the table is the unknown value
         for k, ids in enumerate(vocab_ids):
@@ -229,17 +230,16 @@ class UnseenIDImputer(nn.Module):
                 self.register_buffer(f"seen_ids_{k}", ids_t[seen], persistent=False)
             start += len(ids)
 
-    def forward(self, emb: torch.Tensor, ids: torch.Tensor, cols: list[int], tables: nn.ModuleList,
-                table: torch.Tensor, rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
-        """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); ``cols[k]``: the field of scene feature k;
-        each row's per-feature vectors are ``table[rows]`` or, when given, ``vectors`` (B, F, D) — or
+    def forward(self, emb: torch.Tensor, ids: torch.Tensor, tables: nn.ModuleList, table: torch.Tensor,
+                rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); each row's per-feature vectors are ``table[rows]`` or, when given, ``vectors`` (B, F, D) — or
         (1, F, D), one scene shared by all B rows (serving), imputed once and broadcast; an all-zero
         vector (the table's row 0) means the value is missing.
 
         Branch-free (every row is computed, then selected), so it traces and exports to ONNX as is."""
         fields = list(emb.unbind(1))
         for k in self.features:
-            v, col = (vectors[:, k] if vectors is not None else table[rows[:, k]]), cols[k]
+            v, col = (vectors[:, k] if vectors is not None else table[rows[:, k]]), self.cols[k]
             seen = F.normalize(table[getattr(self, f"seen_rows_{k}")], dim=-1)
             weights = torch.softmax(F.normalize(v, dim=-1) @ seen.T / self.temperature, dim=-1)
             imputed = weights @ tables[col].weight[getattr(self, f"seen_ids_{k}")]
@@ -284,8 +284,8 @@ class CTRModel(nn.Module):
         self.imputer = None
         if cfg.impute_unseen_ids and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool") \
                 and dims.scene_vocab_ids is not None:
-            self.scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
-            self.imputer = UnseenIDImputer(dims.scene_vocab_ids, cfg.impute_temperature)
+            scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
+            self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature)
         if cfg.backbone == "dnn":
             self.backbone: nn.Module = DNN(in_dim, cfg.hidden, cfg.dropout)
         else:
@@ -325,9 +325,11 @@ class CTRModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
         ids = batch["x"][:, self.used]
         emb = self.embedding(ids)  # (B, n_used, d)
-        if self.imputer is not None:
-            emb = self.imputer(emb, ids, self.scene_cols, self.embedding.tables, self.scene_llm,
-                               batch.get("scene"), batch.get("scene_llm"))
+        # Training rows never hold an unknown ID with a vector (vocabularies come from train), so the
+        # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
+        if self.imputer is not None and not self.training:
+            emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, batch.get("scene"),
+                               batch.get("scene_llm"))
         parts = [emb.flatten(1)]
         scene = None
         if self.scene_encoder is not None:

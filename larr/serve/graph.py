@@ -43,7 +43,7 @@ class ScoringGraph(nn.Module):
         emb = m.embedding(ids)
         if m.imputer is not None:  # never-seen scene values borrow their LLM neighbours' ID embeddings
             # the request's one scene (1, F, D): imputed once, broadcast over the candidates
-            emb = m.imputer(emb, ids, m.scene_cols, m.embedding.tables, m.scene_llm, None, scene)
+            emb = m.imputer(emb, ids, m.embedding.tables, m.scene_llm, None, scene)
         parts = [emb.flatten(1)]
         if m.scene_encoder is not None:
             parts.append(m.scene_encoder(scene).expand(x.shape[0], -1))
