@@ -400,6 +400,20 @@ def store_info(
         typer.echo(f"key       {key}")
 
 
+@store_app.command("neighbours")
+def store_neighbours(
+    location: Annotated[str, typer.Argument(help=StoreArg + ".")],
+    key: Annotated[str, typer.Argument(help="A key of the store, e.g. 'scene/weather/typhoon'.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="How many neighbours.")] = 5,
+    centre: Annotated[bool, typer.Option(help="Subtract the group's mean vector first, as stage 3 does.")] = True,
+) -> None:
+    """The nearest keys to KEY among its group (the other values of its scene feature), by cosine."""
+    from larr.store.copy import neighbours
+
+    for other, score in neighbours(location, key, k=k, centre=centre):
+        typer.echo(f"{score:+.3f}  {other}")
+
+
 def main() -> None:
     try:
         app()

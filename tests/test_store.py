@@ -152,3 +152,29 @@ def test_corrupt_file_is_a_one_line_error(tmp_path):
     (tmp_path / "s" / "vectors.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(StoreError, match="unreadable store vectors"):
         DiskStore(tmp_path / "s")
+
+
+def test_neighbours_rank_within_the_key_group_after_centring(tmp_path):
+    """A shared offset (what one feature's texts have in common) is removed; other groups never rank."""
+    from typer.testing import CliRunner
+
+    from larr.cli import app
+    from larr.store.copy import neighbours
+
+    common = np.array([10.0, 0, 0, 0])
+    vecs = {scene_key("weather", "typhoon"): common + [0, 1, 0.1, 0], scene_key("weather", "storm"): common + [0, 1, 0, 0],
+            scene_key("weather", "sunny"): common + [0, -1, 0, 0], scene_key("weather", "fog"): common + [0, 0, 0, 1],
+            scene_key("hour", "12"): np.array([0, 1, 0.1, 0.0])}
+    with DiskStore(tmp_path / "s", dim=4, encoder="t:1") as st:
+        st.put_many({k: v.astype(np.float32) for k, v in vecs.items()})
+    near = neighbours(tmp_path / "s", "scene/weather/typhoon", k=3)
+    assert [k for k, _ in near] == ["scene/weather/storm", "scene/weather/fog", "scene/weather/sunny"]
+    assert near[0][1] > 0.9 and near[2][1] < -0.5
+    raw = neighbours(tmp_path / "s", "scene/weather/typhoon", k=3, centre=False)
+    assert min(score for _, score in raw) > 0.98  # uncentred: every value looks alike
+    with pytest.raises(StoreError, match="no key 'scene/weather/hail'"):
+        neighbours(tmp_path / "s", "scene/weather/hail")
+    with pytest.raises(StoreError, match="only key"):
+        neighbours(tmp_path / "s", "scene/hour/12")
+    r = CliRunner().invoke(app, ["store", "neighbours", str(tmp_path / "s"), "scene/weather/typhoon", "-k", "1"])
+    assert r.exit_code == 0 and r.output.split() == [f"{near[0][1]:+.3f}", "scene/weather/storm"]

@@ -1,5 +1,6 @@
-"""Copy one embedding store into another, whatever the backends: push a run's on-disk
-embeddings to the Redis that serving replicas share, or pull a Redis namespace back to disk.
+"""Copy and inspect embedding stores. Copy one store into another, whatever the backends: push a
+run's on-disk embeddings to the Redis that serving replicas share, or pull a Redis namespace back
+to disk. Inspect a store: its size and encoder, or a key's nearest neighbours.
 
 The destination is opened with the source's dim and encoder, so copying into a store that
 already holds another model's vectors fails before anything is written.
@@ -7,6 +8,8 @@ already holds another model's vectors fails before anything is written.
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from larr.store import EmbeddingStore, StoreError, is_redis_url, open_store
 
@@ -39,11 +42,41 @@ def copy_location(src: Path | str, dst: Path | str) -> dict:
         return {"vectors": n, "dim": source.dim, "encoder": source.encoder}
 
 
-def describe(location: Path | str, sample: int = 5) -> dict:
-    """What a store holds: ``{"location", "vectors", "dim", "encoder", "keys"}`` (the first few keys)."""
+def _open_existing(location: Path | str) -> EmbeddingStore:
     if not is_redis_url(location) and not Path(location).is_dir():
         raise StoreError(f"{location}: no such store folder")
-    with open_store(location) as store:
+    return open_store(location)
+
+
+def describe(location: Path | str, sample: int = 5) -> dict:
+    """What a store holds: ``{"location", "vectors", "dim", "encoder", "keys"}`` (the first few keys)."""
+    with _open_existing(location) as store:
         keys = store.keys()
         return {"location": str(location), "vectors": len(keys), "dim": store.dim,
                 "encoder": store.encoder, "keys": keys[:sample]}
+
+
+def neighbours(location: Path | str, key: str, k: int = 5, centre: bool = True) -> list[tuple[str, float]]:
+    """The ``k`` keys nearest to ``key`` by cosine among the keys of its group (those sharing its
+    prefix up to the last ``/``: ``scene/weather/typhoon`` is compared with the other weather
+    values), best first, e.g. to check that an unseen scene value lands next to its kin.
+
+    ``centre``: subtract the group's mean vector first, as stage 3 does (``standardize_table``):
+    the texts of one feature share most of their words, so raw cosines are all close to 1 and
+    only the differences between values carry meaning.
+    """
+    prefix = key.rpartition("/")[0] + "/"
+    with _open_existing(location) as store:
+        group = [x for x in store.keys() if x.startswith(prefix) and "/" not in x[len(prefix):]]
+        if key not in group:
+            raise StoreError(f"{location}: no key '{key}' (see `larr store info`)")
+        if len(group) < 2:
+            raise StoreError(f"{location}: '{key}' is the only key under '{prefix}'")
+        found = store.get_many(group)
+    matrix = np.stack([found[x] for x in group]).astype(np.float64)
+    if centre:
+        matrix -= matrix.mean(0, keepdims=True)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    scores = matrix @ matrix[group.index(key)]
+    order = [i for i in np.argsort(-scores, kind="stable") if group[i] != key][:k]
+    return [(group[i], float(scores[i])) for i in order]
