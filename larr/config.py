@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from larr.errors import LarrError
 
@@ -102,14 +102,19 @@ class PretrainConfig(_Strict):
     )
 
 
+PAIR_WEIGHTS = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0}  # stage-2 defaults
+
+
 class ContrastiveConfig(_Strict):
     """Stage 2: contrastive fine-tuning into a text-embedding model (see larr/llm/contrastive.py)."""
 
     # loss and model
     temperature: float = Field(0.05, gt=0, description="InfoNCE temperature τ (cosine similarities / τ).")
     weights: dict[str, float] = Field(
-        {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0},
-        description="λ per pair type in λ1·L_uu + λ2·L_ss + λ3·L_us; a type with weight 0 is not trained.",
+        dict(PAIR_WEIGHTS),
+        description="λ per pair type in λ1·L_uu + λ2·L_ss + λ3·L_us + λ4·L_sc (scene_shop: see pairs.scene_shop_pairs); "
+        "a type with weight 0 is not trained. Types left out keep their default (--set contrastive.weights.user_user=0 "
+        "changes only that one).",
     )
     head_dim: int = Field(256, ge=1, description="Output size of the MLP head (the embedding dimension).")
     max_length: int | None = Field(
@@ -146,6 +151,11 @@ class ContrastiveConfig(_Strict):
     uu_max_pairs: int = Field(1500, ge=1, description="user-user: at most this many training pairs (seeded sample).")
     ss_max_pairs: int = Field(1500, ge=1, description="shop-shop: at most this many training pairs (seeded sample).")
     us_max_pairs: int = Field(2000, ge=1, description="user-shop: at most this many training click pairs (seeded sample).")
+    sc_min_lift: float = Field(1.2, gt=0, description="scene-shop: a value lifts a category whose share of its "
+                               "clicks is ≥ this × the category's overall share.")
+    sc_min_clicks: int = Field(20, ge=1, description="scene-shop: ... and that got at least this many of its clicks.")
+    sc_max_categories: int = Field(3, ge=1, description="scene-shop: most lifted categories kept per scene value.")
+    sc_shops_per_category: int = Field(5, ge=1, description="scene-shop: most clicked shops per kept category.")
     user_top_k: int = Field(3, ge=0, description="Categories / shops named in a user text.")
     scene_in_user_text: bool = Field(
         False, description="Append the click's rendered scene ('weather: heavy rain; …') to the user side of "
@@ -159,6 +169,16 @@ class ContrastiveConfig(_Strict):
         0.0, ge=0, le=1, description="With scene_in_user_text: share of user-shop pairs whose user side is the "
         "scene alone (the form stage 3 encodes), chosen by seed.",
     )
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _merge_weights(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            unknown = sorted(set(v) - set(PAIR_WEIGHTS))
+            if unknown:
+                raise ValueError(f"unknown pair type {unknown[0]!r} (known: {', '.join(PAIR_WEIGHTS)})")
+            return {**PAIR_WEIGHTS, **v}
+        return v
+
     # evaluation
     heldout_frac: float = Field(0.1, ge=0, lt=1, description="Share of each pair type held out for evaluation.")
     heldout_max: int = Field(200, ge=0, description="At most this many held-out pairs per type.")

@@ -44,3 +44,13 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("seed: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_pair_weights_override_one_type_and_reject_unknown_ones(tmp_path):
+    w = load_config(None, ["contrastive.weights.user_user=0"]).contrastive.weights
+    assert w == {"user_user": 0.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0}
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"contrastive": {"weights": {"scene_shop": 0.5}}}))
+    assert load_config(f).contrastive.weights["scene_shop"] == 0.5 and load_config(f).contrastive.weights["user_user"] == 1
+    with pytest.raises(ConfigError, match="unknown pair type 'shop_user'"):
+        load_config(None, ["contrastive.weights.shop_user=1"])

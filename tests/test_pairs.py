@@ -187,3 +187,44 @@ def test_build_pairs_texts_and_eval_sets(world: Path) -> None:
         assert not train_pairs & held_pairs
     uu = data.heldout["user_user"]
     assert len(uu.candidates) == 6  # every user is a candidate
+
+
+def _scene_clicks() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Snow sends 30 of its 40 clicks to hotpot (shops 0-2); sunny sends its 70 to salads (3-4) and bubble tea (5)."""
+    shops = pd.DataFrame({"shop_id": range(6), "category": ["hotpot"] * 3 + ["salads"] * 2 + ["bubble tea"]})
+    counts = {("snow", 0): 15, ("snow", 1): 10, ("snow", 2): 5, ("snow", 3): 10,
+              ("sunny", 0): 5, ("sunny", 3): 25, ("sunny", 4): 15, ("sunny", 5): 25}
+    rows = [(w, s) for (w, s), n in counts.items() for _ in range(n)]
+    return pd.DataFrame(rows, columns=["weather", "shop_id"]), shops
+
+
+def test_scene_shop_pairs_follow_the_rule() -> None:
+    clicks, shops = _scene_clicks()
+    cat = dict(zip(shops["shop_id"], shops["category"]))
+    pairs = P.scene_shop_pairs(clicks, shops, SCENE[:1], min_lift=1.2, min_clicks=20, max_categories=3,
+                               shops_per_category=2)
+    # overall shares: hotpot 35/110, salads 50/110, bubble tea 25/110
+    assert list(zip(pairs["value"], pairs["right"])) == [("snow", 0), ("snow", 1), ("sunny", 5), ("sunny", 3),
+                                                          ("sunny", 4)]
+    for r in pairs.itertuples():  # each pair against the rule, recomputed by hand
+        under = clicks[clicks["weather"] == r.value]
+        n_vc = sum(cat[s] == r.category for s in under["shop_id"])
+        share = sum(cat[s] == r.category for s in clicks["shop_id"]) / len(clicks)
+        assert cat[r.right] == r.category and n_vc >= 20
+        assert r.lift == pytest.approx(n_vc / len(under) / share) and r.lift >= 1.2
+    assert pairs.loc[pairs["value"] == "snow", "lift"].iloc[0] == pytest.approx(30 / 40 / (35 / 110))
+    strict = P.scene_shop_pairs(clicks, shops, SCENE[:1], min_clicks=30, shops_per_category=5)
+    assert set(zip(strict["value"], strict["category"])) == {("snow", "hotpot"), ("sunny", "salads")}
+    one = P.scene_shop_pairs(clicks, shops, SCENE[:1], max_categories=1, shops_per_category=1)
+    assert list(zip(one["value"], one["right"])) == [("snow", 0), ("sunny", 5)]  # the most lifted category's top shop
+
+
+def test_scene_shop_pairs_are_trained_only_when_weighted(world: Path) -> None:
+    assert "scene_shop" not in P.build_pairs(world, load_config(None, [])).train
+    cfg = load_config(None, ["contrastive.weights.scene_shop=1", "contrastive.sc_min_clicks=1",
+                             "contrastive.sc_min_lift=1.0"])
+    data = P.build_pairs(world, cfg)
+    sc = data.train["scene_shop"]
+    assert len(sc) >= 1 and "scene_shop" not in data.heldout
+    assert all(t.startswith(("weather: ", "time slot: ")) and ";" not in t for t in sc.left)  # the stage-3 form
+    assert all(t.startswith("<shop_name>") for t in sc.right)

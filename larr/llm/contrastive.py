@@ -435,8 +435,8 @@ def _step_losses(model: EmbeddingModel, indexed: dict[str, TrainPairs], sampler:
 
 
 def _short(kind: str) -> str:
-    """'user_shop' → 'us' (progress-bar label)."""
-    return "".join(w[0] for w in kind.split("_"))
+    """'user_shop' → 'us', 'scene_shop' → 'sc' (progress-bar label)."""
+    return "sc" if kind == "scene_shop" else "".join(w[0] for w in kind.split("_"))
 
 
 def _writer(log_dir: Path | None):

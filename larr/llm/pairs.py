@@ -8,7 +8,9 @@ check every returned pair against the rule (and that nothing breaking it is retu
   (Jaccard ≥ ``min_jaccard`` and at least ``min_common`` shops in common);
 - :func:`shop_shop_pairs`: shops clicked by the same users (at least ``min_coclick`` distinct
   users clicked both, and the co-click count normalised by ``sqrt(n_a · n_b)`` ≥ ``min_score``);
-- :func:`user_shop_pairs`: one click event = one pair (a user at a moment, the shop clicked).
+- :func:`user_shop_pairs`: one click event = one pair (a user at a moment, the shop clicked);
+- optionally (weight ``contrastive.weights.scene_shop`` > 0) :func:`scene_shop_pairs`: a scene
+  value's own text ("weather: heavy rain") and shops of the categories it lifts among clicks.
 
 Text of each side (rendered with the stage-1 corpus functions, so both stages read one format):
 
@@ -160,6 +162,37 @@ def user_shop_pairs(clicks: pd.DataFrame) -> pd.DataFrame:
     return out.drop_duplicates(["request_id", "right"]).reset_index(drop=True)
 
 
+def scene_shop_pairs(
+    clicks: pd.DataFrame, shops: pd.DataFrame, scene: Sequence[SceneFeature], min_lift: float = 1.2,
+    min_clicks: int = 20, max_categories: int = 3, shops_per_category: int = 5,
+) -> pd.DataFrame:
+    """A scene value and the shops of the categories it lifts: the stage-3 text form, taught its meaning.
+
+    Rule: for each scene feature f and value v, ``lift(v, c) = P(category c | click, f = v) /
+    P(c | click)`` over train clicks. A category is *lifted* by v when ``lift ≥ min_lift`` and
+    at least ``min_clicks`` clicks under v went to it; v keeps its ``max_categories`` most lifted
+    categories (ties: name). For each, the ``shops_per_category`` shops of that category most
+    clicked under v (ties: lower id) are v's positives. Comparing shares among clicks removes
+    the scene's effect on traffic volume; categories, not single shops, carry enough clicks per
+    value for the share to be more than noise.
+    Columns: ``feature``, ``value``, ``right`` (shop id), ``category``, ``lift``.
+    """
+    cols = ["feature", "value", "right", "category", "lift"]
+    cat = clicks["shop_id"].map(shops.set_index("shop_id")["category"])
+    share = cat.value_counts(normalize=True)
+    rows: list[tuple] = []
+    for f in scene:
+        counts = pd.crosstab(clicks[f.name], cat)  # value × category click counts
+        lift = counts.div(counts.sum(axis=1), axis=0) / share.reindex(counts.columns)
+        for value in counts.index:
+            ok = [c for c in counts.columns if counts.at[value, c] >= min_clicks and lift.at[value, c] >= min_lift]
+            for c in sorted(ok, key=lambda c: (-lift.at[value, c], c))[:max_categories]:
+                hits = clicks.loc[(clicks[f.name] == value) & (cat == c), "shop_id"].value_counts()
+                best = sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:shops_per_category]
+                rows += [(f.name, value, int(shop), c, float(lift.at[value, c])) for shop, _ in best]
+    return pd.DataFrame(rows, columns=cols)
+
+
 # ---------------------------------------------------------------------------- hold-out
 
 
@@ -293,6 +326,12 @@ def build_pairs(data_dir: Path, cfg: Config) -> PairData:
         "shop_shop": _same_kind_set(train_df["shop_shop"], shop_txt),
         "user_shop": us_text.pair_set(train_df["user_shop"], shop_txt),
     }
+    if cc.weights.get("scene_shop", 0.0) > 0:  # training only: its test is the scene-semantics score
+        sc = scene_shop_pairs(clicks, shops, scene, cc.sc_min_lift, cc.sc_min_clicks, cc.sc_max_categories,
+                              cc.sc_shops_per_category)
+        render = {f.name: f.render for f in scene}
+        train["scene_shop"] = PairSet([render[f](v) for f, v in zip(sc["feature"], sc["value"])],
+                                      [shop_txt[int(s)] for s in sc["right"]])
     heldout = {
         "user_user": _same_kind_eval(held_df["user_user"], raw["user_user"], user_doc, cc.eval_max_candidates, cfg.seed),
         "shop_shop": _same_kind_eval(held_df["shop_shop"], raw["shop_shop"], shop_txt, cc.eval_max_candidates, cfg.seed),
