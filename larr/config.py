@@ -158,15 +158,16 @@ class ContrastiveConfig(_Strict):
     sc_shops_per_category: int = Field(5, ge=1, description="scene-shop: most clicked shops per kept category.")
     user_top_k: int = Field(3, ge=0, description="Categories / shops named in a user text.")
     scene_in_user_text: bool = Field(
-        False, description="Append the click's rendered scene ('weather: heavy rain; …') to the user side of "
-        "user-shop pairs, so the model learns what scene words mean.",
+        True, description="Put the click's rendered scene ('weather: heavy rain; …') before the user side of "
+        "user-shop pairs, so the model learns what scene words mean (on by default: it won on the demo world's "
+        "valid split, see larr/llm/pairs.py).",
     )
     scene_features_per_pair: int | None = Field(
         3, ge=1, description="With scene_in_user_text: name a seeded random subset of this many scene features "
         "per pair (None = all; ten features would outgrow max_length).",
     )
     scene_only_frac: float = Field(
-        0.0, ge=0, le=1, description="With scene_in_user_text: share of user-shop pairs whose user side is the "
+        0.3, ge=0, le=1, description="With scene_in_user_text: share of user-shop pairs whose user side is the "
         "scene alone (the form stage 3 encodes), chosen by seed.",
     )
     @field_validator("weights", mode="before")

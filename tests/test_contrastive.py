@@ -192,3 +192,18 @@ def test_scene_semantics_rewards_attribute_aligned_embeddings(tmp_path: Path) ->
 
 def test_strip_field_tags_for_minilm() -> None:
     assert E.strip_field_tags("<shop_name>A</shop_name><category>hotpot</category>") == "A. hotpot."
+
+
+def test_unseen_scene_scores_check_the_nearest_seen_value(tmp_path: Path) -> None:
+    """typhoon is unseen: its nearest seen weather by attributes is snow (warmth .9 ~ 1.0)."""
+    table = E.scene_value_table(write_world(tmp_path / "data"))
+    assert table["seen"].all()  # every value of the fixture occurs in train
+    assert E.scene_semantics(table, np.eye(len(table))).unseen_top1 is None
+    table["seen"] = table["value"] != "typhoon"
+    attrs = table[E.attribute_columns(table)].to_numpy()
+    right = E.scene_semantics(table, attrs + 0.01)
+    assert right.unseen_top1 == 1.0 and right.unseen == pytest.approx(1.0)  # centred attributes: same order
+    vecs = attrs.copy()
+    vecs[3] = vecs[0]  # typhoon written like sunny
+    wrong = E.scene_semantics(table, vecs)
+    assert wrong.unseen_top1 == 0.0 and wrong.unseen < 0

@@ -172,7 +172,8 @@ def test_history_text_leaves_out_the_clicked_shop_and_carries_the_scene() -> Non
 def test_build_pairs_texts_and_eval_sets(world: Path) -> None:
     cfg = load_config(None, ["contrastive.heldout_frac=0.25", "contrastive.uu_min_jaccard=0.3",
                              "contrastive.scene_features_per_pair=1",
-                             "contrastive.ss_min_coclick=2", "contrastive.scene_in_user_text=true"])
+                             "contrastive.ss_min_coclick=2", "contrastive.scene_in_user_text=true",
+                             "contrastive.scene_only_frac=0"])
     data = P.build_pairs(world, cfg)
     assert set(data.train) == set(data.heldout) == set(P.PAIR_TYPES)
     us = data.train["user_shop"]
@@ -228,3 +229,19 @@ def test_scene_shop_pairs_are_trained_only_when_weighted(world: Path) -> None:
     assert len(sc) >= 1 and "scene_shop" not in data.heldout
     assert all(t.startswith(("weather: ", "time slot: ")) and ";" not in t for t in sc.left)  # the stage-3 form
     assert all(t.startswith("<shop_name>") for t in sc.right)
+
+
+def test_scene_only_share_of_user_shop_pairs(world: Path) -> None:
+    """scene_only_frac: that share of user-shop pairs has the scene alone as its user side, by seed."""
+    def left(frac: float, seed: int = 0) -> list[str]:
+        cfg = load_config(None, [f"seed={seed}", f"contrastive.scene_only_frac={frac}",
+                                 "contrastive.scene_features_per_pair=2"])
+        return P.build_pairs(world, cfg).train["user_shop"].left
+
+    every = left(1.0)
+    assert all("<user>" not in t and t.startswith("weather: ") and "; time slot: " in t for t in every)
+    half = left(0.5)
+    alone = [t for t in half if "<user>" not in t]
+    assert 0 < len(alone) < len(half) and half == left(0.5)  # a mix, the same one again
+    assert all(t.split(". <user>")[0] in every for t in half if "<user>" in t)  # same scene, history after it
+    assert all("<user>" in t for t in left(0.0))

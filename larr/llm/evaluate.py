@@ -14,7 +14,8 @@ last-token vectors, ``minilm`` = all-MiniLM-L6-v2 as an off-the-shelf sentence e
    texts' embeddings and the cosine of the values' hidden attribute vectors
    (``scene_attributes.parquet``, written by the synthetic world). This is what stage 3 relies
    on: scene values that *mean* similar things must get similar vectors — including values
-   never seen in training. Pairs of all features are pooled; per-feature numbers are reported too.
+   never seen in training. Pairs of all features are pooled; per-feature numbers are reported too,
+   and the values never seen in training get their own scores (:class:`SceneScores`).
 """
 from __future__ import annotations
 
@@ -82,8 +83,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def scene_value_table(data_dir: Path) -> pd.DataFrame | None:
     """``scene_attributes.parquet`` with a ``text`` column (the value rendered as its feature
-    renders it); None when the data set has no hidden attributes (e.g. MovieLens)."""
-    from larr.data.schema import read_scene_features
+    renders it) and ``seen`` (the value occurs in the train split); None when the data set has no
+    hidden attributes (e.g. MovieLens)."""
+    from larr.data.schema import impressions_table, read_scene_features, read_table
 
     path = Path(data_dir) / SCENE_ATTRIBUTES_FILE
     if not path.is_file():
@@ -92,11 +94,17 @@ def scene_value_table(data_dir: Path) -> pd.DataFrame | None:
     features = {f.name: f for f in read_scene_features(data_dir)}
     table = table[table["feature"].isin(features)].reset_index(drop=True)
     table["text"] = [features[f].render(v) for f, v in zip(table["feature"], table["value"])]
+    imps = read_table(Path(data_dir) / "impressions.parquet", impressions_table(list(features.values())),
+                      columns=["split", *features]).to_pandas()
+    train = imps[imps["split"].astype(str) == "train"]
+    seen = {f: set(train[f].astype(str)) for f in features}
+    table["seen"] = [str(v) in seen[f] for f, v in zip(table["feature"], table["value"])]
     return table
 
 
 def attribute_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in ("feature", "value", "text") and pd.api.types.is_numeric_dtype(table[c])]
+    return [c for c in table.columns
+            if c not in ("feature", "value", "text", "seen") and pd.api.types.is_numeric_dtype(table[c])]
 
 
 @dataclass
@@ -108,12 +116,21 @@ class SceneScores:
     differ, so string similarity alone scores *negative* here). ``per_feature`` and their
     unweighted mean ``macro``. ``mean_cosine``: average cosine between values of one feature —
     near 1 means every scene text gets nearly the same vector (the anisotropy of raw LLM states).
+
+    The values never seen in training are the ones the LLM is there for, and the seen ones can be
+    learnt from clicks (a stage-2 objective built on scene clicks raises the scores above without
+    understanding anything new), so two scores look at them alone, on text vectors centred per
+    feature as stage 3 sees them: ``unseen`` is the Spearman over (unseen, seen) value pairs and
+    ``unseen_top1`` the share of unseen values whose nearest seen value is the nearest by hidden
+    attributes (the value whose learnt effect the ID imputation borrows). None without unseen values.
     """
 
     pooled: float | None
     per_feature: dict[str, float | None]
     macro: float | None
     mean_cosine: float
+    unseen: float | None = None
+    unseen_top1: float | None = None
 
 
 def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> SceneScores:
@@ -132,12 +149,35 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> SceneScores:
         return SceneScores(None, {}, None, float("nan"))
     defined = [v for v in per_feature.values() if v is not None]
     texts = np.concatenate(text_sims)
+    unseen, top1 = _unseen_scores(table, vectors, attrs) if "seen" in table else (None, None)
     return SceneScores(
         pooled=_spearman(texts, np.concatenate(attr_sims)),
         per_feature=per_feature,
         macro=float(np.mean(defined)) if defined else None,
         mean_cosine=float(texts.mean()),
+        unseen=unseen,
+        unseen_top1=top1,
     )
+
+
+def _unseen_scores(table: pd.DataFrame, vectors: np.ndarray, attrs: np.ndarray) -> tuple[float | None, float | None]:
+    """(Spearman over unseen × seen pairs, top-1 agreement) — see :class:`SceneScores`."""
+    text_sims, attr_sims, hits = [], [], []
+    seen = table["seen"].to_numpy(bool)
+    for rows in table.groupby("feature", sort=True).indices.values():
+        new, old = rows[~seen[rows]], rows[seen[rows]]
+        if len(new) == 0 or len(old) == 0:
+            continue
+        centred = np.asarray(vectors, np.float64)[rows] - np.asarray(vectors, np.float64)[rows].mean(0)
+        pos = {r: i for i, r in enumerate(rows)}
+        t = _cosine_matrix(centred)[[pos[r] for r in new]][:, [pos[r] for r in old]]
+        a = _cosine_matrix(attrs[rows])[[pos[r] for r in new]][:, [pos[r] for r in old]]
+        text_sims.append(t.ravel())
+        attr_sims.append(a.ravel())
+        hits.extend(t.argmax(1) == a.argmax(1))
+    if not hits:
+        return None, None
+    return _spearman(np.concatenate(text_sims), np.concatenate(attr_sims)), float(np.mean(hits))
 
 
 # ---------------------------------------------------------------------------- the four encoders
@@ -264,7 +304,8 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
         _warn(f"{Path(data_dir) / SCENE_ATTRIBUTES_FILE} not found; no scene-semantics score")
     factories = encoder_factories(cfg, run_dir, models, progress=progress)
     result: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}, "scene_semantics": {}, "scene_semantics_per_feature": {},
-                              "scene_semantics_macro": {}, "scene_cosine_mean": {}}
+                              "scene_semantics_macro": {}, "scene_cosine_mean": {}, "scene_semantics_unseen": {},
+                              "scene_unseen_top1": {}}
     for name in models:
         factory = factories.get(name)
         if factory is None:
@@ -279,6 +320,8 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
             result["scene_semantics"][name] = _round(sc.pooled)
             result["scene_semantics_macro"][name] = _round(sc.macro)
             result["scene_cosine_mean"][name] = _round(sc.mean_cosine)
+            result["scene_semantics_unseen"][name] = _round(sc.unseen)
+            result["scene_unseen_top1"][name] = _round(sc.unseen_top1)
             for feature, value in sc.per_feature.items():
                 result["scene_semantics_per_feature"].setdefault(feature, {})[name] = _round(value)
     result["heldout_pairs"] = {k: len(v) for k, v in data.heldout.items()}
@@ -314,6 +357,10 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
             s.add_column(m, justify="right")
         s.add_row("[bold]all (pooled)[/]", *(_fmt(sem.get(m)) for m in names))
         s.add_row("mean of features", *(_fmt(result.get("scene_semantics_macro", {}).get(m)) for m in names))
+        s.add_row("[bold]unseen × seen values[/] (centred)",
+                  *(_fmt(result.get("scene_semantics_unseen", {}).get(m)) for m in names))
+        s.add_row("unseen: nearest seen value right",
+                  *(_fmt(result.get("scene_unseen_top1", {}).get(m)) for m in names))
         for feature, vals in sorted(result.get("scene_semantics_per_feature", {}).items()):
             s.add_row(feature, *(_fmt(vals.get(m)) for m in names))
         s.add_row("[dim]mean cosine (anisotropy)[/]",
