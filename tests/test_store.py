@@ -172,6 +172,10 @@ def test_neighbours_rank_within_the_key_group_after_centring(tmp_path):
     assert near[0][1] > 0.9 and near[2][1] < -0.5
     raw = neighbours(tmp_path / "s", "scene/weather/typhoon", k=3, centre=False)
     assert min(score for _, score in raw) > 0.98  # uncentred: every value looks alike
+    with DiskStore(tmp_path / "slash", dim=4, encoder="t:1") as st:  # "/" inside values: grouped by feature all the same
+        st.put_many({scene_key("weather", v): np.eye(4, dtype=np.float32)[i] for i, v in enumerate(["rain/snow", "a/b/c", "fog"])})
+    assert {k for k, _ in neighbours(tmp_path / "slash", "scene/weather/rain/snow")} == {"scene/weather/a/b/c",
+                                                                                        "scene/weather/fog"}
     with pytest.raises(StoreError, match="no key 'scene/weather/hail'"):
         neighbours(tmp_path / "s", "scene/weather/hail")
     with pytest.raises(StoreError, match="only key"):

@@ -40,6 +40,13 @@ def scene_key(feature: str, value: object) -> str:
     return f"scene/{feature}/{canonical_value(value)}"
 
 
+def key_group(key: str) -> str:
+    """The prefix a key shares with its kin: ``scene/<feature>/`` for a scene value, else its kind
+    (``shop/``, ``scene_whole/``). Parsed from the front: values and texts may contain ``/``."""
+    kind, _, rest = key.partition("/")
+    return f"{kind}/{rest.partition('/')[0]}/" if kind == "scene" else f"{kind}/"
+
+
 def whole_scene_key(text: str) -> str:
     """Key of a whole rendered scene (the ``whole_text`` ablation encodes a scene as one text)."""
     return f"scene_whole/{text}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from larr.store import EmbeddingStore, StoreError, is_redis_url, open_store
+from larr.store.base import key_group
 
 BATCH = 4096  # keys per get/put: bounded memory, few round trips
 
@@ -57,17 +58,17 @@ def describe(location: Path | str, sample: int = 5) -> dict:
 
 
 def neighbours(location: Path | str, key: str, k: int = 5, centre: bool = True) -> list[tuple[str, float]]:
-    """The ``k`` keys nearest to ``key`` by cosine among the keys of its group (those sharing its
-    prefix up to the last ``/``: ``scene/weather/typhoon`` is compared with the other weather
-    values), best first, e.g. to check that an unseen scene value lands next to its kin.
+    """The ``k`` keys nearest to ``key`` by cosine among the keys of its group (:func:`key_group`:
+    ``scene/weather/typhoon`` is compared with the other weather values), best first, e.g. to
+    check that an unseen scene value lands next to its kin.
 
     ``centre``: subtract the group's mean vector first, as stage 3 does (``standardize_table``):
     the texts of one feature share most of their words, so raw cosines are all close to 1 and
     only the differences between values carry meaning.
     """
-    prefix = key.rpartition("/")[0] + "/"
+    prefix = key_group(key)
     with _open_existing(location) as store:
-        group = [x for x in store.keys() if x.startswith(prefix) and "/" not in x[len(prefix):]]
+        group = [x for x in store.keys() if x.startswith(prefix)]
         if key not in group:
             raise StoreError(f"{location}: no key '{key}' (see `larr store info`)")
         if len(group) < 2:
