@@ -111,6 +111,17 @@ class EmbeddingStore(ABC):
         self.close()
 
 
+def stored_meta(where: object, dim: int, encoder: str | None, asked_dim: int | None, asked_encoder: str | None,
+                remedy: str) -> tuple[int, str | None]:
+    """The (dim, encoder) a store opens with: what it holds (``dim``, ``encoder``), refused when the
+    caller asked for another size or another encoder's vectors; ``remedy`` ends that message."""
+    if asked_dim is not None and asked_dim != dim:
+        raise StoreError(f"{where}: store holds vectors of dim {dim}, asked for dim {asked_dim}")
+    if asked_encoder is not None and encoder is not None and asked_encoder != encoder:
+        raise StoreError(f"{where}: vectors were made by encoder '{encoder}', not '{asked_encoder}' ({remedy})")
+    return dim, encoder or asked_encoder
+
+
 def check_vectors(items: Mapping[str, np.ndarray], dim: int | None) -> tuple[list[str], np.ndarray]:
     """Validate vectors for ``put_many``: same size (``dim`` when known), finite; return keys and matrix.
 

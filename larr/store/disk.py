@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from larr.io import atomic_path, atomic_write_text
-from larr.store.base import EmbeddingStore, StoreError, check_vectors
+from larr.store.base import EmbeddingStore, StoreError, check_vectors, stored_meta
 
 FORMAT = "larr-store/1"
 VECTORS_FILE = "vectors.safetensors"
@@ -129,12 +129,8 @@ class DiskStore(EmbeddingStore):
         rows = np.zeros((0, dim), np.float32)
         if (self.path / VECTORS_FILE).is_file():
             keys, rows = self._read_vectors(dim, encoder)
-        if self._dim is not None and self._dim != dim:
-            raise StoreError(f"{self.path}: store holds vectors of dim {dim}, asked for dim {self._dim}")
-        if self._encoder is not None and encoder is not None and self._encoder != encoder:
-            raise StoreError(f"{self.path}: vectors were made by encoder '{encoder}', not '{self._encoder}' "
-                             "(use another store folder or delete this one)")
-        self._dim, self._encoder = dim, encoder or self._encoder
+        self._dim, self._encoder = stored_meta(self.path, dim, encoder, self._dim, self._encoder,
+                                               "use another store folder or delete this one")
         self._index = {k: i for i, k in enumerate(keys)}
         self._rows = rows
 

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import redis
 
-from larr.store.base import EmbeddingStore, StoreError, check_vectors
+from larr.store.base import EmbeddingStore, StoreError, check_vectors, stored_meta
 
 FORMAT = "larr-store/1"
 DEFAULT_NAMESPACE = "larr"
@@ -202,12 +202,8 @@ class RedisStore(EmbeddingStore):
         except (KeyError, ValueError):
             raise StoreError(f"{self.url}: unreadable store metadata in '{self._meta}': {meta}") from None
         encoder = meta.get("encoder") or None
-        if self._dim is not None and self._dim != dim:
-            raise StoreError(f"{self.url}: store holds vectors of dim {dim}, asked for dim {self._dim}")
-        if self._encoder is not None and encoder is not None and self._encoder != encoder:
-            raise StoreError(f"{self.url}: vectors were made by encoder '{encoder}', not '{self._encoder}' "
-                             "(use another namespace or delete this one)")
-        self._dim, self._encoder = dim, encoder or self._encoder
+        self._dim, self._encoder = stored_meta(self.url, dim, encoder, self._dim, self._encoder,
+                                               "use another namespace or delete this one")
 
     @contextmanager
     def _errors(self, what: str, dim: int | None = None) -> Iterator[None]:
