@@ -170,6 +170,7 @@ class ContrastiveConfig(_Strict):
         0.3, ge=0, le=1, description="With scene_in_user_text: share of user-shop pairs whose user side is the "
         "scene alone (the form stage 3 encodes), chosen by seed.",
     )
+
     @field_validator("weights", mode="before")
     @classmethod
     def _merge_weights(cls, v: Any) -> Any:

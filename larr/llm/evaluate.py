@@ -165,13 +165,12 @@ def _unseen_scores(table: pd.DataFrame, vectors: np.ndarray, attrs: np.ndarray) 
     text_sims, attr_sims, hits = [], [], []
     seen = table["seen"].to_numpy(bool)
     for rows in table.groupby("feature", sort=True).indices.values():
-        new, old = rows[~seen[rows]], rows[seen[rows]]
-        if len(new) == 0 or len(old) == 0:
+        old = seen[rows]
+        if old.all() or not old.any():
             continue
-        centred = np.asarray(vectors, np.float64)[rows] - np.asarray(vectors, np.float64)[rows].mean(0)
-        pos = {r: i for i, r in enumerate(rows)}
-        t = _cosine_matrix(centred)[[pos[r] for r in new]][:, [pos[r] for r in old]]
-        a = _cosine_matrix(attrs[rows])[[pos[r] for r in new]][:, [pos[r] for r in old]]
+        x = np.asarray(vectors, np.float64)[rows]
+        t = _cosine_matrix(x - x.mean(0))[~old][:, old]  # unseen × seen
+        a = _cosine_matrix(attrs[rows])[~old][:, old]
         text_sims.append(t.ravel())
         attr_sims.append(a.ravel())
         hits.extend(t.argmax(1) == a.argmax(1))
