@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from larr import layout
+
 DEMO_RUN = Path("/tmp/runs/demo")  # the full demo (SmolLM2 stage 2), when it has finished
 QUICK_RUN = Path("/tmp/serve_run")  # `larr demo --quick --out /tmp/serve_run` (toy LLM)
 
@@ -21,7 +23,7 @@ def pick_run(arg: str | None) -> Path:
     """``--run``, else the full demo run if its larr row and stage-2 model exist, else the quick run."""
     if arg:
         return Path(arg)
-    if (DEMO_RUN / "stage3" / "larr_seed0").is_dir() and (DEMO_RUN / "stage2").is_dir():
+    if layout.stage3_run(DEMO_RUN, "larr_seed0").is_dir() and layout.stage2_dir(DEMO_RUN).is_dir():
         return DEMO_RUN
     return QUICK_RUN
 
@@ -30,7 +32,7 @@ def scenes_and_shops(run: Path, n: int, seed: int = 0) -> tuple[list[dict], list
     """``n`` real scenes of the test split (as JSON values), and the shop and user ids of the world."""
     from larr.data.schema import read_scene_features
 
-    data = run / "data"
+    data = layout.data_dir(run)
     feats = read_scene_features(data)
     imps = pd.read_parquet(data / "impressions.parquet", columns=["request_id", "user_id", "split",
                                                                    *[f.name for f in feats]])

@@ -38,6 +38,8 @@ import torch  # noqa: E402
 
 from serve_common import ThreadServer, pct, pick_run, requests  # noqa: E402
 
+from larr import layout  # noqa: E402
+
 
 def time_in_process(ranker, reqs: list[dict], warmup: int = 10) -> list[float]:
     for r in reqs[:warmup]:
@@ -97,7 +99,7 @@ class WholeTextCost:
         from larr.rec.features import WHOLE_SEP
 
         self.larr, self.sep = larr, WHOLE_SEP
-        self.features = {f.name: f for f in read_scene_features(Path(run) / "data")}
+        self.features = {f.name: f for f in read_scene_features(layout.data_dir(run))}
 
     def rank(self, user_id, scene: dict, candidates: list):
         text = self.sep.join(self.features[k].render(v) for k, v in scene.items() if k in self.features)

@@ -33,6 +33,8 @@ import httpx  # noqa: E402
 
 from serve_common import ProcessServer, pct, pick_run, requests, tree_cpu_seconds  # noqa: E402
 
+from larr import layout  # noqa: E402
+
 
 async def load(base: str, reqs: list[dict], seconds: float, concurrency: int, new_share: float,
                seed: int = 0) -> dict:
@@ -105,10 +107,10 @@ def main() -> None:
         if args.redis:
             from larr.store.copy import copy_location
 
-            copy_location(run / "embeddings" / "larr", args.redis)
+            copy_location(layout.store_dir(run, "larr"), args.redis)
             store = args.redis
         else:
-            store = str(shutil.copytree(run / "embeddings" / "larr", tmp / "larr"))  # the run's store stays as it was
+            store = str(shutil.copytree(layout.store_dir(run, "larr"), tmp / "larr"))  # the run's store stays as it was
         server_args = ["--run", str(run), "--workers", str(args.workers), "--backend", args.backend, "--store", store,
                        "--access-log" if args.access_log else "--no-access-log"]
         server = ProcessServer(server_args, env={"LARR_API_KEY": ""})

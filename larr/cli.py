@@ -14,7 +14,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from larr import layout
 from larr.config import Config, load_config, save_config
+from larr.display import world_table
 from larr.errors import LarrError
 
 app = typer.Typer(
@@ -66,7 +68,7 @@ def data_synth(
     from larr.data.synth import generate
 
     summary = generate(out, preset=preset, seed=seed, progress=progress)
-    _print_world(summary)
+    Console().print(world_table(summary))
     console.print(f"[green]wrote[/] {out}")
 
 
@@ -82,7 +84,7 @@ def data_movielens(
     from larr.data.movielens import convert
 
     summary = convert(out, source=source)
-    _print_world(summary)
+    Console().print(world_table(summary))
     console.print(f"[green]wrote[/] {out}")
 
 
@@ -93,25 +95,6 @@ def data_validate(data_dir: Annotated[Path, typer.Argument(help="Data directory 
 
     counts = validate_dir(data_dir)
     console.print(f"[green]ok[/] {data_dir}: " + ", ".join(f"{k} {v:,} rows" for k, v in counts.items()))
-
-
-def _print_world(summary: dict) -> None:
-    from rich.table import Table
-
-    t = Table(title="world", show_header=False)
-    for k, v in summary.items():
-        if isinstance(v, dict):
-            v = ", ".join(f"{a}={_fmt(b)}" for a, b in v.items())
-        t.add_row(str(k), _fmt(v))
-    Console().print(t)
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
 
 
 # ---------------------------------------------------------------------------- models
@@ -226,7 +209,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/stage3_ckpt if present.")] = False,
 ) -> None:
     """Stage 3: train one CTR model (early stopping on valid AUC); writes RUN_DIR/stage3/<model>_seed<k>."""
-    from larr.rec.train import run_name, train_model
+    from larr.layout import run_name, stage3_run
+    from larr.rec.train import train_model
 
     cfg = _stage_config(config, set_, out)
     m = train_model(cfg, out, model, seed, data_dir=data, resume=resume, progress=sys.stderr.isatty())
@@ -234,13 +218,14 @@ def train(
     console.print(
         f"[green]stage3[/] {model} seed {seed}: test AUC {m['test']['auc']:.4f}, GAUC {m['test']['gauc']:.4f}, "
         f"logloss {m['test']['logloss']:.4f}, unseen-scene AUC {'n/a' if u is None else f'{u:.4f}'} "
-        f"({m['epochs']} epochs, best {m['best_epoch']}, {m['train_seconds']:.0f}s) → {out}/stage3/{run_name(model, seed)}"
+        f"({m['epochs']} epochs, best {m['best_epoch']}, {m['train_seconds']:.0f}s) → {stage3_run(out, run_name(model, seed))}"
     )
 
 
 @app.command()
 def evaluate(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Stage 3 comparison: every row × seed on one split → report.json (ctr), report.md, plots/ctr_auc.png."""
+    from larr.layout import plot_path, report_md
     from larr.rec import experiment
 
     cfg = _stage_config(config, set_, out)
@@ -250,7 +235,7 @@ def evaluate(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: 
     out_console.width = max(out_console.width, 140)  # eight numeric columns; wrapping makes it unreadable
     out_console.print(experiment.rich_table(result["rows"]))
     console.print(f"[green]evaluate[/] {len(result['rows'])} models × {len(result['seeds'])} seeds in "
-                  f"{result['seconds']:.0f}s → {out}/report.md, {out}/{experiment.PLOT_FILE}")
+                  f"{result['seconds']:.0f}s → {report_md(out)}, {plot_path(out, experiment.PLOT_FILE)}")
 
 
 @app.command()
@@ -327,8 +312,8 @@ def serve(
     if backend not in BACKENDS:
         raise ServeError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
     model_dir(run, model)  # fail here, in one line, rather than in every worker
-    if not ((data or run / "data") / "shops.parquet").is_file():
-        raise ServeError(f"{data or run / 'data'}: no data directory with shops.parquet and users.parquet "
+    if not (layout.data_dir(run, data) / "shops.parquet").is_file():
+        raise ServeError(f"{layout.data_dir(run, data)}: no data directory with shops.parquet and users.parquet "
                          "(the server reads user and shop profiles from it; pass --data DIR)")
     if backend == "onnx":
         read_export(run, model)

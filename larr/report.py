@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from larr.io import atomic_write_text
-
-REPORT_FILE = "report.json"
+from larr.layout import report_json, report_md
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / REPORT_FILE
+    path = report_json(run_dir)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -19,5 +18,13 @@ def update_report(run_dir: Path, section: str, values: dict[str, Any]) -> dict[s
     """Merge ``values`` into ``report[section]`` (keys of other sections are kept) and write atomically."""
     report = read_report(run_dir)
     report.setdefault(section, {}).update(values)
-    atomic_write_text(Path(run_dir) / REPORT_FILE, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(report_json(run_dir), json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
+
+
+def write_markdown(run_dir: Path, report: dict[str, Any]) -> Path:
+    """``report.md``: the whole report rendered for people (:func:`larr.report_md.render_markdown`)."""
+    from larr.report_md import render_markdown
+
+    atomic_write_text(report_md(run_dir), render_markdown(report))
+    return report_md(run_dir)

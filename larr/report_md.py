@@ -9,31 +9,13 @@ scalar values, so a new stage shows up without touching this file.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from larr.config import SWEEP_PARAMS
+from larr.display import fmt, mean_pm, row_pm
 
 REFERENCE = "base_scene_ids"  # the ID baseline every LLM row must beat (Δ columns, sweep plots)
 CTR_COLUMNS = (("AUC", "auc"), ("GAUC", "gauc"), ("logloss", "logloss"), ("AUC unseen", "auc_unseen"),
                ("GAUC unseen", "gauc_unseen"), ("valid AUC", "valid_auc"))
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-def _pm(row: dict, key: str) -> str:
-    return _mean_pm(row.get(key), row.get(f"{key}_std"))
-
-
-def _mean_pm(v: float | None, s: float | None) -> str:
-    return _fmt(v) if v is None or s is None else f"{v:.4f} ± {s:.4f}"
 
 
 def ordered_rows(report: dict) -> dict[str, dict]:
@@ -49,7 +31,7 @@ def ctr_table(rows: dict[str, dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name, r in rows.items():
         deltas = [f"{r[k]:+.4f}" if r.get(k) is not None else "" for k in ("delta_auc", "delta_auc_unseen")]
-        cells = [f"`{name}`", *(_pm(r, k) for _, k in CTR_COLUMNS), *deltas, str(r.get("n_seeds", ""))]
+        cells = [f"`{name}`", *(row_pm(r, k) for _, k in CTR_COLUMNS), *deltas, str(r.get("n_seeds", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -57,7 +39,7 @@ def ctr_table(rows: dict[str, dict]) -> str:
 def _stage3_notes(setup: dict) -> list[str]:
     out = [f"Seeds {setup.get('seeds')}; CTR backbone `{setup.get('backbone')}`; vectors of the LARR rows from "
            f"encoder `{setup.get('larr_encoder')}`; {setup.get('trained_runs', 0)} runs trained, "
-           f"{setup.get('reused_runs', 0)} reused, {_fmt(setup.get('seconds'), 1)} s."]
+           f"{setup.get('reused_runs', 0)} reused, {fmt(setup.get('seconds'), 1)} s."]
     for name, why in (setup.get("skipped") or {}).items():
         out.append(f"- skipped `{name}`: {why}")
     return out
@@ -68,9 +50,9 @@ def embed_table(embed: dict) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for name, e in (embed.get("encoders") or {}).items():
         w = e.get("whole") or {}
-        lines.append(f"| `{name}` | {_fmt(e.get('dim'))} | {_fmt(e['scene']['texts'])} | "
-                     f"{_fmt(w.get('texts')) if w else '–'} | {_fmt(w.get('encoded')) if w else '–'} | "
-                     f"{_fmt(w.get('seconds'), 1) if w else '–'} |")
+        lines.append(f"| `{name}` | {fmt(e.get('dim'))} | {fmt(e['scene']['texts'])} | "
+                     f"{fmt(w.get('texts')) if w else '–'} | {fmt(w.get('encoded')) if w else '–'} | "
+                     f"{fmt(w.get('seconds'), 1) if w else '–'} |")
     return "\n".join(lines)
 
 
@@ -84,7 +66,7 @@ def sweep_rows(entry: dict, reference: dict | None = None) -> tuple[list[str], l
     rows = []
     for i, v in enumerate(entry["values"]):
         cells = [f"{v:g}" + (" (config)" if v == entry.get("default") else "")]
-        cells += [_mean_pm(entry[k][i], entry[f"{k}_std"][i]) for k in ("valid_auc", "auc", "auc_unseen")]
+        cells += [mean_pm(entry[k][i], entry[f"{k}_std"][i]) for k in ("valid_auc", "auc", "auc_unseen")]
         if ref is not None:
             u = entry["auc_unseen"][i]
             cells.append("" if u is None else f"{u - ref:+.4f}")
@@ -99,7 +81,7 @@ def sweep_tables(report: dict) -> list[str]:
     out = [f"The `larr` row with one hyper-parameter changed at a time (the others at their config value); "
            f"seeds {setup.get('seeds')}, vectors from encoder `{setup.get('larr_encoder')}`; the last `larr sweep` "
            f"trained {setup.get('trained_runs', 0)} runs and reused {setup.get('reused_runs', 0)} in "
-           f"{_fmt(setup.get('seconds'), 1)} s. Plots: `plots/sweep_<param>.png`.", ""]
+           f"{fmt(setup.get('seconds'), 1)} s. Plots: `plots/sweep_<param>.png`.", ""]
     for param in [p for p in SWEEP_PARAMS if p in sweep] + sorted(set(sweep) - set(SWEEP_PARAMS)):
         head, rows = sweep_rows(sweep[param], reference)
         out += [f"### {SWEEP_PARAMS.get(param, param)} (`rec.{param}`)", "",
@@ -114,7 +96,7 @@ def _generic(section: dict) -> list[str]:
         if isinstance(v, (dict, list)):
             text = json.dumps(v, ensure_ascii=False)
             v = text if len(text) <= 160 else text[:157] + "..."
-        out.append(f"- **{k}**: {_fmt(v)}")
+        out.append(f"- **{k}**: {fmt(v)}")
     return out
 
 
@@ -129,7 +111,7 @@ def render_markdown(report: dict) -> str:
     if report.get("embed"):
         e = report["embed"]
         parts += ["## Embed: frozen encoder calls", "",
-                  f"{_fmt(e.get('scene_texts'))} per-feature scene texts vs {_fmt(e.get('whole_scene_texts'))} "
+                  f"{fmt(e.get('scene_texts'))} per-feature scene texts vs {fmt(e.get('whole_scene_texts'))} "
                   "distinct whole-scene texts (one LLM call each).", "", embed_table(e), ""]
     if report.get("sweep"):
         parts += ["## Hyper-parameter sweep (test split; the paper's Figure 4)", ""] + sweep_tables(report)
@@ -137,6 +119,6 @@ def render_markdown(report: dict) -> str:
         if name in ("ctr", "stage3", "embed", "sweep", "sweep_setup"):
             continue
         parts += [f"## {name}", ""]
-        parts += _generic(section) if isinstance(section, dict) else [_fmt(section)]
+        parts += _generic(section) if isinstance(section, dict) else [fmt(section)]
         parts.append("")
     return "\n".join(parts)

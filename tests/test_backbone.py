@@ -14,9 +14,9 @@ from larr.llm.backbone import (
     load_causal_lm,
     make_tiny_model,
     prepare_default_model,
-    resolve_device,
     resolve_model,
 )
+from larr.device import resolve_device
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FIELD_TOKENS = ["<shop_name>", "</shop_name>", "<desc>", "</desc>"]

@@ -13,7 +13,8 @@ import torch
 from larr.cli import main
 from larr.config import load_config
 from larr.embed import load_encoder
-from larr.serve.artifacts import EXPORT_META, ServeError, export_dir, read_export
+from larr.layout import export_dir
+from larr.serve.artifacts import EXPORT_META, ServeError, read_export
 from larr.serve.export import export_onnx
 from larr.serve.ranker import Ranker
 from serve_helpers import copy_store, request_rows, serve_run

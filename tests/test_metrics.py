@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from larr.rec.metrics import auc, ctr_metrics, gauc, logloss, mrr, recall_at_k
+from larr.metrics import auc, ctr_metrics, gauc, logloss, mrr, recall_at_k
 
 
 def test_auc_and_logloss_match_sklearn():

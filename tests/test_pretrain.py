@@ -11,6 +11,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from larr import layout  # noqa: E402
 from larr.config import load_config  # noqa: E402
 from larr.llm import corpus as C  # noqa: E402
 from larr.llm import pretrain as P  # noqa: E402
@@ -199,7 +200,7 @@ def test_resume_extends_a_finished_run(world, monkeypatch):
 def test_resume_refuses_a_foreign_checkpoint(world):
     run_dir = new_run(world, "foreign")
     P.run(tiny_cfg(world, "pretrain.max_steps=2"), run_dir, progress=False)
-    state = torch.load(run_dir / P.CKPT_DIR / "state.pt", weights_only=True)
+    state = torch.load(layout.stage1_ckpt(run_dir) / "state.pt", weights_only=True)
     assert state["progress"]["step"] == 2
     with pytest.raises(P.ResumeError, match="seq_len"):
         P.run(tiny_cfg(world, "pretrain.max_steps=4", "pretrain.seq_len=16"), run_dir, resume=True, progress=False)

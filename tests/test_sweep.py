@@ -81,7 +81,7 @@ def test_sweep_reuses_runs_and_writes_report_and_plots(quick_run):
     assert report["sweep"]["scene_size"]["runs"] == [["sweep/scene_size=4_seed0"], ["larr_seed0"]]
     assert (quick_run / "stage3" / "sweep" / "scene_size=4_seed0" / "metrics.json").is_file()
     for p in ("align_weight", "scene_size"):
-        assert (quick_run / sweep.plot_file(p)).stat().st_size > 1000
+        assert sweep.plot_file(quick_run, p).stat().st_size > 1000
     md = (quick_run / "report.md").read_text()
     assert "### alignment weight λ (`rec.align_weight`)" in md and "| 0.1 (config) |" in md
     assert "Δ AUC unseen vs base_scene_ids" in md and "| `larr` |" in md  # the comparison table is kept

@@ -140,7 +140,7 @@ def test_train_model_writes_model_metrics_and_logs(quick_run):
     assert json.loads((folder / "metrics.json").read_text())["test"]["auc"] == m["test"]["auc"]
     spec, splits, _ = load_features(quick_run)
     loaded = load_model(folder)
-    from larr.rec.metrics import auc
+    from larr.metrics import auc
 
     assert auc(splits["test"]["label"].numpy(), predict(loaded, splits["test"])) == pytest.approx(m["test"]["auc"])
     assert m["test_unseen"]["n"] == int(splits["test"]["unseen"].sum()) > 0

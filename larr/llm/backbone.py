@@ -24,6 +24,7 @@ import torch
 if TYPE_CHECKING:  # transformers is heavy to import; only the functions that need it import it
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from larr.device import resolve_device
 from larr.errors import LarrError
 
 DEFAULT_MODEL = "smollm2"
@@ -38,14 +39,7 @@ class ModelError(LarrError):
     """The requested backbone cannot be found or installed here (message: one line)."""
 
 
-# ---------------------------------------------------------------------------- devices and paths
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+# ---------------------------------------------------------------------------- paths
 
 
 def default_cache_dir() -> Path:

@@ -39,16 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from larr import layout
 from larr.config import Config, ContrastiveConfig
 from larr.errors import LarrError
 from larr.llm.encode import EMB_TOKEN, EmbeddingModel, length_buckets
 from larr.llm.pairs import PairSet, build_pairs
 
-STAGE_DIR = "stage2"
-STAGE1_DIR = "stage1"
-LOG_DIR = Path("logs") / "stage2"
-CONFIG_FILE = "larr_config.yaml"
-STATS_FILE = "larr_stage2.json"
 
 
 class ContrastiveError(LarrError):
@@ -468,7 +464,7 @@ def source_model(cfg: Config, run_dir: Path) -> Path:
     """``RUN_DIR/stage1`` if stage 1 ran; else the backbone ``llm.model``, with a warning."""
     from larr.llm.backbone import resolve_model
 
-    stage1 = Path(run_dir) / STAGE1_DIR
+    stage1 = layout.stage1_dir(run_dir)
     if (stage1 / "config.json").is_file():
         return stage1
     print(f"larr: warning: {stage1} not found (run `larr pretrain` first); stage 2 starts from the "
@@ -486,13 +482,9 @@ def save_stage2(out_dir: Path, model: EmbeddingModel, cfg: Config, stats: dict[s
 
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)  # itself atomic: replaces the (empty) temporary folder
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        (tmp / layout.STAGE_CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        (tmp / layout.STAGE2_STATS).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return out_dir
-
-
-def max_length(cfg: Config) -> int:
-    return cfg.contrastive.max_length or cfg.llm.max_length
 
 
 def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool = True,
@@ -501,24 +493,24 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
 
     ``eval_only`` scores the model already in ``RUN_DIR/stage2`` (its training record is read back
     from the folder) instead of training again — e.g. after an interrupted evaluation."""
-    from larr.llm.backbone import resolve_device
+    from larr.device import resolve_device
 
     run_dir = Path(run_dir)
-    data_dir = Path(data_dir) if data_dir is not None else run_dir / "data"
+    data_dir = layout.data_dir(run_dir, data_dir)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     data = build_pairs(data_dir, cfg)
     if eval_only:
-        out_dir = run_dir / STAGE_DIR
-        if not (out_dir / STATS_FILE).is_file():
+        out_dir = layout.stage2_dir(run_dir)
+        if not (out_dir / layout.STAGE2_STATS).is_file():
             raise ContrastiveError(f"no trained stage-2 model in {out_dir} (run `larr contrastive` without --eval-only)")
-        result = json.loads((out_dir / STATS_FILE).read_text())
+        result = json.loads((out_dir / layout.STAGE2_STATS).read_text())
         return _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress, True)
     src = source_model(cfg, run_dir)
     model = EmbeddingModel.from_causal_lm_folder(
-        src, head_dim=cfg.contrastive.head_dim, max_length=max_length(cfg), append_token=EMB_TOKEN, device=device
+        src, head_dim=cfg.contrastive.head_dim, max_length=cfg.stage2_max_length, append_token=EMB_TOKEN, device=device
     )
-    stats = train(model, data.train, cfg, device, log_dir=run_dir / LOG_DIR, progress=progress)
+    stats = train(model, data.train, cfg, device, log_dir=layout.log_dir(run_dir, layout.STAGE2), progress=progress)
     result: dict[str, Any] = {
         "train_seconds": round(stats.seconds, 1),
         "cache_seconds": round(stats.cache_seconds, 1),
@@ -531,7 +523,7 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
         "scene_in_user_text": cfg.contrastive.scene_in_user_text,
         "pairs": data.stats,
     }
-    out_dir = save_stage2(run_dir / STAGE_DIR, model, cfg, result)
+    out_dir = save_stage2(layout.stage2_dir(run_dir), model, cfg, result)
     del model
     return _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress,
                                 cfg.contrastive.evaluate if evaluate is None else evaluate)

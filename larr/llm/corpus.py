@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from larr import layout
 from larr.config import Config
 from larr.data.schema import IMPRESSION_BASE, SHOPS, USERS, Column, SchemaError, Table, read_table
 from larr.io import write_parquet
@@ -62,7 +63,6 @@ CORPUS = Table(
     ),
     "Stage-1 documents.",
 )
-CORPUS_DIR = "corpus"
 TRAIN_FILE = "train.parquet"
 HELDOUT_FILE = "heldout.parquet"
 
@@ -175,7 +175,7 @@ def _user_docs(data_dir: Path, shops: pd.DataFrame, heldout: set[int], top_k: in
 
 def corpus_paths(run_dir: Path) -> tuple[Path, Path]:
     """(train, heldout) Parquet paths inside a run directory."""
-    d = Path(run_dir) / CORPUS_DIR
+    d = layout.corpus_dir(run_dir)
     return d / TRAIN_FILE, d / HELDOUT_FILE
 
 
@@ -194,7 +194,7 @@ def read_corpus(path: Path) -> pd.DataFrame:
 
 def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, resume: bool = False) -> dict[str, int]:
     """Build and write the corpus; return counts. ``resume`` is accepted for symmetry (it is fast)."""
-    data_dir = Path(data_dir) if data_dir is not None else Path(run_dir) / "data"
+    data_dir = layout.data_dir(run_dir, data_dir)
     train, heldout = build_corpus(data_dir, cfg)
     train_path, heldout_path = corpus_paths(run_dir)
     write_parquet(_to_arrow(train), train_path)

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from larr.llm.backbone import add_special_tokens, resolve_device
+from larr.device import resolve_device
+from larr.llm.backbone import add_special_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

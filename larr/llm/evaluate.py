@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from larr import layout
 from larr.config import Config
 from larr.llm.pairs import PAIR_TYPES, EvalSet, PairData
-from larr.rec.metrics import mrr, recall_at_k
+from larr.metrics import mrr, recall_at_k
 
 MODELS: tuple[str, ...] = ("untuned", "stage1", "minilm", "larr")
 SCENE_ATTRIBUTES_FILE = "scene_attributes.parquet"
@@ -220,12 +221,12 @@ def encoder_factories(cfg: Config, run_dir: Path, models: tuple[str, ...] = MODE
     """name → a function that loads that model and returns its encode function (None = skip, warned)."""
     import torch
 
-    from larr.llm.backbone import resolve_device, resolve_model
-    from larr.llm.contrastive import STAGE1_DIR, STAGE_DIR, max_length
+    from larr.device import resolve_device
+    from larr.llm.backbone import resolve_model
     from larr.llm.encode import Encoder
 
     device = resolve_device(cfg.device)
-    n_tok = max_length(cfg)  # baselines see the same truncated texts as the stage-2 model
+    n_tok = cfg.stage2_max_length  # baselines see the same truncated texts as the stage-2 model
     dtype = torch.bfloat16 if cfg.contrastive.eval_dtype == "bfloat16" else torch.float32
 
     def llm(path: Path, raw: bool) -> Callable[[], EncodeFn]:
@@ -236,7 +237,7 @@ def encoder_factories(cfg: Config, run_dir: Path, models: tuple[str, ...] = MODE
         return load
 
     run_dir = Path(run_dir)
-    stage1, stage2, mini = run_dir / STAGE1_DIR, run_dir / STAGE_DIR, minilm_path()
+    stage1, stage2, mini = layout.stage1_dir(run_dir), layout.stage2_dir(run_dir), minilm_path()
     out: dict[str, Callable[[], EncodeFn] | None] = {
         "untuned": llm(resolve_model(cfg.llm.model), raw=True),
         "stage1": llm(stage1, raw=True) if (stage1 / "config.json").is_file() else None,

@@ -48,18 +48,15 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 
+from larr import layout
 from larr.config import Config, PretrainConfig
 from larr.errors import LarrError
 from larr.io import atomic_dir
 from larr.llm import corpus as corpus_mod
-from larr.llm.backbone import add_special_tokens, load_causal_lm, resolve_device, resolve_model
+from larr.device import resolve_device
+from larr.llm.backbone import add_special_tokens, load_causal_lm, resolve_model
 from larr.report import update_report
 
-STAGE_DIR = "stage1"
-CKPT_DIR = "stage1_ckpt"
-LOG_DIR = Path("logs") / "stage1"
-STATS_FILE = "larr_stage1.json"
-CONFIG_FILE = "larr_config.yaml"
 
 
 class PretrainError(LarrError):
@@ -383,7 +380,7 @@ def train(tr: Trainer, steps: int, run_dir: Path, fp: dict[str, Any], resume: bo
     from tqdm.auto import tqdm
 
     pc, dist = tr.pc, tr.dist
-    ckpt_dir = Path(run_dir) / CKPT_DIR
+    ckpt_dir = layout.stage1_ckpt(run_dir)
     if resume and has_checkpoint(ckpt_dir):
         state = load_checkpoint(ckpt_dir, tr.model, tr.opt, tr.sched, fp)
     else:
@@ -393,7 +390,7 @@ def train(tr: Trainer, steps: int, run_dir: Path, fp: dict[str, Any], resume: bo
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # a fresh run must never resume someone else's state
         state = Progress(ppl_before=eval_fn(tr.model) if dist.main else None)
     dist.barrier()
-    writer = SummaryWriter(str(Path(run_dir) / LOG_DIR), purge_step=state.step) if dist.main else None
+    writer = SummaryWriter(str(layout.log_dir(run_dir, layout.STAGE1)), purge_step=state.step) if dist.main else None
     if writer and state.step == 0 and state.ppl_before is not None:
         writer.add_scalar("eval/ppl", state.ppl_before, 0)
     bar = tqdm(total=steps, initial=state.step, desc="stage1", unit="step", disable=not (progress_bar and dist.main))
@@ -428,8 +425,8 @@ def save_stage1(out_dir: Path, model: torch.nn.Module, tokenizer: Any, cfg: Conf
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        (tmp / STATS_FILE).write_text(json.dumps(
+        (tmp / layout.STAGE_CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        (tmp / layout.STAGE1_STATS).write_text(json.dumps(
             {**stats, "field_tokens": corpus_mod.FIELD_TOKENS}, indent=2, sort_keys=True) + "\n")
 
 
@@ -492,7 +489,7 @@ def _run(cfg: Config, run_dir: Path, train_docs: Any, heldout_docs: Any, dist: D
         stats["ppl_after"] = eval_fn(final)
         if stats["ppl_after"] is not None:
             _log_final_ppl(run_dir, stats["ppl_after"], state.step)
-        save_stage1(run_dir / STAGE_DIR, final, tokenizer, cfg, stats)
+        save_stage1(layout.stage1_dir(run_dir), final, tokenizer, cfg, stats)
         update_report(run_dir, "stage1", stats)
     dist.barrier()
     return stats
@@ -501,5 +498,5 @@ def _run(cfg: Config, run_dir: Path, train_docs: Any, heldout_docs: Any, dist: D
 def _log_final_ppl(run_dir: Path, ppl: float, step: int) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(Path(run_dir) / LOG_DIR)) as w:
+    with SummaryWriter(str(layout.log_dir(run_dir, layout.STAGE1))) as w:
         w.add_scalar("eval/ppl", ppl, step)

@@ -28,13 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from larr.config import Config
-from larr.io import atomic_write_text
+from larr.display import row_pm
 from larr.rec.jobs import Job, run_jobs
 from larr.rec.train import MODELS, TrainError, finished_run, llm_table, load_features, model_setup
-from larr.report import update_report
+from larr.layout import plot_path
+from larr.report import update_report, write_markdown
 from larr.report_md import REFERENCE  # the ID baseline every LLM row must beat
 
-PLOT_FILE = Path("plots") / "ctr_auc.png"
+PLOT_FILE = "ctr_auc.png"  # in RUN_DIR/plots
 METRICS = (("auc", "test", "auc"), ("gauc", "test", "gauc"), ("logloss", "test", "logloss"),
            ("auc_unseen", "test_unseen", "auc"), ("gauc_unseen", "test_unseen", "gauc"),
            ("logloss_unseen", "test_unseen", "logloss"), ("valid_auc", "valid", "auc"))
@@ -130,11 +131,11 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
 
 def write_outputs(run_dir: Path, report: dict) -> None:
     """``report.md`` from the whole report, and the AUC bar chart of the ``ctr`` section."""
-    from larr.report_md import ordered_rows, render_markdown
+    from larr.report_md import ordered_rows
 
-    atomic_write_text(Path(run_dir) / "report.md", render_markdown(report))
+    write_markdown(run_dir, report)
     if report.get("ctr"):
-        plot_auc(ordered_rows(report), Path(run_dir) / PLOT_FILE)
+        plot_auc(ordered_rows(report), plot_path(run_dir, PLOT_FILE))
 
 
 def plot_auc(rows: dict[str, dict], path: Path) -> Path:
@@ -175,13 +176,7 @@ def rich_table(rows: dict[str, dict], title: str = "stage 3: CTR on the test spl
         t.add_column(col, justify="left" if col == "model" else "right")
     for name, r in rows.items():
         delta = r.get("delta_auc_unseen")
-        t.add_row(name, _pm(r, "auc"), _pm(r, "gauc"), _pm(r, "logloss"), _pm(r, "auc_unseen"),
-                  _pm(r, "gauc_unseen"), "" if delta is None else f"{delta:+.4f}", str(r["n_seeds"]))
+        t.add_row(name, row_pm(r, "auc"), row_pm(r, "gauc"), row_pm(r, "logloss"), row_pm(r, "auc_unseen"),
+                  row_pm(r, "gauc_unseen"), "" if delta is None else f"{delta:+.4f}", str(r["n_seeds"]))
     return t
 
-
-def _pm(row: dict, key: str) -> str:
-    v, s = row.get(key), row.get(f"{key}_std")
-    if v is None:
-        return "n/a"
-    return f"{v:.4f} ± {s:.4f}" if s is not None else f"{v:.4f}"

@@ -34,14 +34,14 @@ from pydantic import ValidationError
 
 from larr.config import SWEEP_PARAMS, Config, RecConfig
 from larr.errors import LarrError
-from larr.io import atomic_write_text, save_figure
+from larr.io import save_figure
 from larr.rec.experiment import REFERENCE, aggregate, unavailable
 from larr.rec.jobs import Job, run_jobs
-from larr.rec.train import MODELS, finished_run, load_features, model_setup, run_name
-from larr.report import update_report
+from larr.layout import plot_path, run_name, sweep_run_id
+from larr.rec.train import MODELS, finished_run, load_features, model_setup
+from larr.report import update_report, write_markdown
 
 MODEL = "larr"  # the row whose hyper-parameters are swept
-SWEEP_DIR = "sweep"  # runs live in RUN_DIR/stage3/sweep/
 SECTION, SETUP_SECTION = "sweep", "sweep_setup"
 METRIC_KEYS = ("valid_auc", "auc", "auc_unseen")
 
@@ -50,8 +50,8 @@ class SweepError(LarrError):
     """An expected failure of the sweep (unknown parameter, bad grid value, no vectors): one line."""
 
 
-def plot_file(param: str) -> Path:
-    return Path("plots") / f"sweep_{param}.png"
+def plot_file(run_dir: Path, param: str) -> Path:
+    return plot_path(run_dir, f"sweep_{param}.png")
 
 
 # ---------------------------------------------------------------------------- the grid
@@ -104,7 +104,7 @@ def expand(cfg: Config, params: list[str]) -> list[Point]:
 def run_id(point: Point, seed: int, default_key: str) -> str:
     """Folder of a sweep run under ``RUN_DIR/stage3``: ``sweep/<param>=<value>_seed<k>`` (or ``default_``)."""
     name = "default" if point.key(seed) == default_key else f"{point.param}={point.value:g}"
-    return f"{SWEEP_DIR}/{run_name(name, seed)}"
+    return sweep_run_id(name, seed)
 
 
 def plan(cfg: Config, params: list[str]) -> tuple[list[Point], dict[str, Job]]:
@@ -187,12 +187,10 @@ def curve(points: list[Point], done: dict[str, dict], cfg: Config) -> dict:
 
 def write_outputs(run_dir: Path, report: dict, params: list[str]) -> None:
     """``report.md`` from the whole report, and the plot of each swept parameter."""
-    from larr.report_md import render_markdown
-
-    atomic_write_text(Path(run_dir) / "report.md", render_markdown(report))
+    write_markdown(run_dir, report)
     ref = (report.get("ctr") or {}).get(REFERENCE)
     for p in params:
-        plot_curve(p, report[SECTION][p], Path(run_dir) / plot_file(p), ref)
+        plot_curve(p, report[SECTION][p], plot_file(run_dir, p), ref)
 
 
 def plot_curve(param: str, entry: dict, path: Path, reference: dict | None = None) -> Path:

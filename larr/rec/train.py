@@ -45,18 +45,15 @@ from typing import Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
+from larr import layout
 from larr.config import Config, RecConfig
 from larr.data.schema import SHOPS, USERS, SchemaError
 from larr.errors import LarrError
 from larr.io import atomic_dir, atomic_path, atomic_write_text
 from larr.rec.features import FeatureSpec, build_features, scene_matrix, whole_matrix
-from larr.rec.metrics import ctr_metrics
+from larr.metrics import ctr_metrics
 from larr.rec.models import VARIANTS, CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
 
-STAGE_DIR, CKPT_DIR, FEATURES_DIR = "stage3", "stage3_ckpt", "features"
-LOG_DIR = Path("logs") / "stage3"
-METRICS_FILE = "metrics.json"
-STATS_FILE = "llm_stats.safetensors"  # per-feature mean/scale of the raw LLM vectors (standardize_table)
 Splits = dict[str, dict[str, torch.Tensor]]
 
 
@@ -123,11 +120,11 @@ def _data_fingerprint(data_dir: Path) -> str:
 
 def load_features(run_dir: Path, data_dir: Path | None = None) -> tuple[FeatureSpec, Splits, str]:
     """Spec, per-split tensors and the data fingerprint; cached in ``RUN_DIR/stage3/features``."""
-    data_dir = Path(data_dir) if data_dir is not None else Path(run_dir) / "data"
+    data_dir = layout.data_dir(run_dir, data_dir)
     if not data_dir.is_dir():
         raise SchemaError(f"{data_dir}: data directory not found (run `larr data synth --out {data_dir}`)")
     fp = _data_fingerprint(data_dir)
-    cache = Path(run_dir) / STAGE_DIR / FEATURES_DIR
+    cache = layout.features_dir(run_dir)
     try:
         if json.loads((cache / "fingerprint.json").read_text())["data"] == fp:
             flat = load_file(cache / "tensors.safetensors")
@@ -152,10 +149,9 @@ def llm_table(spec: FeatureSpec, run_dir: Path, store: str | None, whole: bool,
     """The frozen vector table a model gathers from, and its width (0 when the row has no LLM input)."""
     if store is None:
         return None, 0
-    from larr.embed import EMBED_DIR
     from larr.store import DiskStore
 
-    path = Path(run_dir) / EMBED_DIR / store
+    path = layout.store_dir(run_dir, store)
     if not (path / "vectors.safetensors").is_file():
         raise TrainError(f"no '{store}' vectors in {path} (run `larr embed --out {run_dir}` with "
                          f"embed.encoders including '{store}')")
@@ -486,10 +482,6 @@ def _log_scalars(writer, record: dict, step: int) -> None:
 # ---------------------------------------------------------------------------- one run
 
 
-def run_name(name: str, seed: int) -> str:
-    return f"{name}_seed{seed}"
-
-
 def set_threads(rec: RecConfig) -> None:
     """``rec.threads`` torch threads (0 = every core); parallel comparison workers use 1 each."""
     torch.set_num_threads(rec.threads or os.cpu_count() or 1)
@@ -506,7 +498,7 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     instead of ``<name>_seed<k>``: the sweep trains the ``larr`` row at other hyper-parameters
     without overwriting the comparison's run.
     """
-    from larr.llm.backbone import resolve_device
+    from larr.device import resolve_device
 
     run_dir = Path(run_dir)
     rec, store = model_setup(cfg, name)
@@ -519,9 +511,9 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
         table = standardize_table(raw_table, table_groups(spec, whole))
     torch.manual_seed(seed)
     model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
-    rid = run_id or run_name(name, seed)
-    log_dir = run_dir / LOG_DIR / (run_id or Path(name) / f"seed{seed}")
-    result = fit(model, rec, splits, seed=seed, ckpt_dir=run_dir / CKPT_DIR / rid,
+    rid = run_id or layout.run_name(name, seed)
+    log_dir = layout.log_dir(run_dir, layout.STAGE3) / (run_id or Path(name) / f"seed{seed}")
+    result = fit(model, rec, splits, seed=seed, ckpt_dir=layout.stage3_ckpt(run_dir, rid),
                  log_dir=log_dir, resume=resume, progress=progress,
                  on_epoch=on_epoch, desc=rid)
     model = model.cpu()
@@ -530,11 +522,11 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
                "epochs": result.state.epoch, "best_epoch": result.state.best_epoch, "steps": result.state.steps,
                "train_seconds": result.seconds, "history": result.state.history,
                **evaluate_model(model, splits, rec.eval_batch_size)}
-    out = save_model(model, spec, run_dir / STAGE_DIR / rid)
+    out = save_model(model, spec, layout.stage3_run(run_dir, rid))
     if raw_table is not None and rec.llm_standardize:  # how raw vectors of a new value map into the table
-        with atomic_path(out / STATS_FILE) as tmp:
+        with atomic_path(out / layout.SCENE_STATS_FILE) as tmp:
             save_file(table_stats(raw_table, table_groups(spec, whole)), tmp)
-    atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
+    atomic_write_text(out / layout.METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
     return metrics
 
 
@@ -542,9 +534,7 @@ def _store_identity(run_dir: Path, store: str | None) -> str | None:
     """The encoder identity recorded by the store (a re-embedded store invalidates finished runs)."""
     if store is None:
         return None
-    from larr.embed import EMBED_DIR
-
-    meta = Path(run_dir) / EMBED_DIR / store / "meta.json"
+    meta = layout.store_dir(run_dir, store) / "meta.json"
     return json.loads(meta.read_text()).get("encoder") if meta.is_file() else None
 
 
@@ -554,7 +544,7 @@ def finished_run(cfg: Config, run_dir: Path, name: str, seed: int, fingerprint: 
 
     ``run_id``: look in ``RUN_DIR/stage3/<run_id>`` instead of ``<name>_seed<k>`` (see :func:`train_model`).
     """
-    path = Path(run_dir) / STAGE_DIR / (run_id or run_name(name, seed)) / METRICS_FILE
+    path = layout.stage3_run(run_dir, run_id or layout.run_name(name, seed)) / layout.METRICS_FILE
     if not path.is_file():
         return None
     try:

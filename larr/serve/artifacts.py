@@ -16,10 +16,10 @@ from pathlib import Path
 
 from larr.errors import LarrError
 from larr.rec.models import MODEL_FILE
-from larr.rec.train import STAGE_DIR
+from larr.layout import export_dir, stage3_dir, stage3_run
 
 DEFAULT_MODEL = "larr_seed0"  # the full method, first seed
-EXPORT_DIR, ONNX_FILE, EXPORT_META = "export", "model.onnx", "export.json"
+ONNX_FILE, EXPORT_META = "model.onnx", "export.json"
 EXPORT_FORMAT = "larr-onnx/1"
 
 
@@ -29,12 +29,12 @@ class ServeError(LarrError):
 
 def model_dir(run_dir: Path, name: str = DEFAULT_MODEL) -> Path:
     """``RUN_DIR/stage3/<name>``, checked: a typo names the rows that do exist."""
-    folder = Path(run_dir) / STAGE_DIR / name
+    folder = stage3_run(run_dir, name)
     if (folder / MODEL_FILE).is_file():
         return folder
-    rows = sorted(p.name for p in (Path(run_dir) / STAGE_DIR).glob("*") if (p / MODEL_FILE).is_file())
+    rows = sorted(p.name for p in stage3_dir(run_dir).glob("*") if (p / MODEL_FILE).is_file())
     hint = f" (trained rows: {', '.join(rows)})" if rows else " (run `larr train` or `larr demo` first)"
-    raise ServeError(f"no trained model '{name}' in {Path(run_dir) / STAGE_DIR}{hint}")
+    raise ServeError(f"no trained model '{name}' in {stage3_dir(run_dir)}{hint}")
 
 
 def weights_digest(run_dir: Path, name: str) -> str:
@@ -46,10 +46,6 @@ def weights_digest(run_dir: Path, name: str) -> str:
 def model_version(run_dir: Path, name: str) -> str:
     """``<run>/<row>@<weights digest>``."""
     return f"{Path(run_dir).resolve().name}/{name}@{weights_digest(run_dir, name)}"
-
-
-def export_dir(run_dir: Path, name: str) -> Path:
-    return Path(run_dir) / EXPORT_DIR / name
 
 
 def read_export(run_dir: Path, name: str) -> tuple[Path, dict]:

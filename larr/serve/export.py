@@ -24,8 +24,9 @@ import torch
 
 from larr.io import atomic_dir
 from larr.rec.models import load_model
-from larr.serve.artifacts import (DEFAULT_MODEL, EXPORT_FORMAT, EXPORT_META, ONNX_FILE, export_dir, model_dir,
-                                  model_version, weights_digest)
+from larr.layout import export_dir
+from larr.serve.artifacts import (DEFAULT_MODEL, EXPORT_FORMAT, EXPORT_META, ONNX_FILE, model_dir, model_version,
+                                  weights_digest)
 from larr.serve.graph import ScoringGraph
 
 OPSET = 18

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from larr.embed import EMBED_DIR, EncoderUnavailable, TextEncoder, load_encoder
+from larr import layout
+from larr.embed import EncoderUnavailable, TextEncoder, load_encoder
 from larr.rec.features import WHOLE_SEP, FeatureSpec
 from larr.rec.models import FEATURES_FILE, load_model
-from larr.rec.train import METRICS_FILE, STATS_FILE
 from larr.serve.artifacts import DEFAULT_MODEL, ServeError, model_dir, model_version, read_export
 from larr.serve.graph import ScoringGraph
 from larr.serve.inputs import FieldIndexer
@@ -115,7 +115,7 @@ class Ranker:
         net = load_model(folder)
         spec = FeatureSpec.load(folder / FEATURES_FILE)
         graph = ScoringGraph(net)
-        indexer = FieldIndexer(spec, Path(data_dir) if data_dir is not None else run_dir / "data", settings.position)
+        indexer = FieldIndexer(spec, layout.data_dir(run_dir, data_dir), settings.position)
         scenes = _scene_vectors(run_dir, folder, net, spec, store, encoder, settings, metrics) if graph.has_scene \
             else None
         scorer = TorchScorer(graph) if backend == "torch" else OnnxScorer(read_export(run_dir, model)[0],
@@ -175,7 +175,7 @@ class Ranker:
 def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: str | Path | None,
                    encoder: TextEncoder | None | str, settings: ServeSettings, metrics: ServeMetrics) -> SceneVectors:
     """The model's table, the store its vectors came from, and that store's encoder."""
-    meta = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else {}
+    meta = json.loads((folder / layout.METRICS_FILE).read_text()) if (folder / layout.METRICS_FILE).is_file() else {}
     store_name, ident = meta.get("store"), meta.get("encoder")
     whole = net.cfg.scene_encoder == "whole_text"
     if whole:
@@ -183,7 +183,7 @@ def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: s
     else:
         offsets = spec.scene_offsets()
         rows = {scene_key(n, v): offsets[n] + j for n in spec.scene_names for j, v in enumerate(spec.scene_values[n])}
-    location = store if store is not None else (run_dir / EMBED_DIR / store_name if store_name else None)
+    location = store if store is not None else (layout.store_dir(run_dir, store_name) if store_name else None)
     st = open_store(location if isinstance(location, str) else Path(location), dim=net.dims.llm_dim,
                     encoder=ident, autoflush=False) if location is not None else None
     if encoder == "auto":
@@ -191,7 +191,7 @@ def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: s
     elif encoder is not None and ident is not None and encoder.name != ident:
         raise ServeError(f"encoder '{encoder.name}' is not the one the model's vectors came from ('{ident}')")
     table = net.scene_llm.detach().cpu().numpy()
-    return SceneVectors(table, rows, load_stats(folder / STATS_FILE), st, encoder, settings, metrics)
+    return SceneVectors(table, rows, load_stats(folder / layout.SCENE_STATS_FILE), st, encoder, settings, metrics)
 
 
 def _load_encoder(run_dir: Path, store_name: str | None, ident: str | None) -> TextEncoder | None:
@@ -200,7 +200,7 @@ def _load_encoder(run_dir: Path, store_name: str | None, ident: str | None) -> T
         return None
     from larr.config import load_config
 
-    cfg_file = run_dir / "config.yaml"
+    cfg_file = layout.config_file(run_dir)
     cfg = load_config(cfg_file if cfg_file.is_file() else None, ["device=cpu"])
     t0 = time.perf_counter()
     try:
