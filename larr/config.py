@@ -8,7 +8,7 @@ nothing. The config actually used is saved into the run directory with :func:`sa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -105,6 +105,15 @@ class PretrainConfig(_Strict):
 PAIR_WEIGHTS = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0}  # stage-2 defaults
 
 
+EncoderName = Literal["larr", "untuned", "minilm"]
+"""Frozen text encoders of the embed stage: ``larr`` = the stage-2 model (RUN_DIR/stage2), ``untuned`` =
+the backbone ``llm.model`` in raw last-token mode, ``minilm`` = all-MiniLM-L6-v2 (generic sentence encoder).
+How each is found and loaded: ``larr.encoders.REGISTRY``."""
+ENCODERS: tuple[str, ...] = get_args(EncoderName)
+EvalEncoderName = Literal[EncoderName, "stage1"]
+"""The stage-2 evaluation's encoders: those of the embed stage plus ``stage1`` (RUN_DIR/stage1, raw last-token)."""
+
+
 class ContrastiveConfig(_Strict):
     """Stage 2: contrastive fine-tuning into a text-embedding model (see larr/llm/contrastive.py)."""
 
@@ -189,19 +198,13 @@ class ContrastiveConfig(_Strict):
         "held-out target plus a seeded sample of the others.",
     )
     evaluate: bool = Field(True, description="Run the stage-2 evaluation (4 models) at the end of `larr contrastive`.")
-    eval_models: list[Literal["untuned", "stage1", "minilm", "larr"]] = Field(
+    eval_models: list[EvalEncoderName] = Field(
         ["untuned", "stage1", "minilm", "larr"], description="Encoders scored by the stage-2 evaluation."
     )
     eval_dtype: Literal["float32", "bfloat16"] = Field(
         "bfloat16", description="Precision of the LLM encoders during evaluation (bf16: ~2x faster on CPU; "
         "rankings match float32 closely).",
     )
-
-
-ENCODERS = ("larr", "untuned", "minilm")
-"""Frozen text encoders of the embed stage: ``larr`` = the stage-2 model (RUN_DIR/stage2), ``untuned`` =
-the backbone ``llm.model`` in raw last-token mode, ``minilm`` = all-MiniLM-L6-v2 (generic sentence encoder)."""
-EncoderName = Literal["larr", "untuned", "minilm"]
 
 
 class EmbedConfig(_Strict):

@@ -190,10 +190,6 @@ def test_scene_semantics_rewards_attribute_aligned_embeddings(tmp_path: Path) ->
     assert same.mean_cosine == pytest.approx(1.0) and same.pooled is None
 
 
-def test_strip_field_tags_for_minilm() -> None:
-    assert E.strip_field_tags("<shop_name>A</shop_name><category>hotpot</category>") == "A. hotpot."
-
-
 def test_unseen_scene_scores_check_the_nearest_seen_value(tmp_path: Path) -> None:
     """typhoon is unseen: its nearest seen weather by attributes is snow (warmth .9 ~ 1.0)."""
     table = E.scene_value_table(write_world(tmp_path / "data"))

@@ -11,7 +11,7 @@ What it puts together, all read from the run directory:
 - the LLM side (:class:`~larr.serve.scenes.SceneVectors`): the model's own table, the
   embedding store its vectors came from (``RUN_DIR/embeddings/<store>``, or ``--store``: a
   folder or a ``redis://`` URL), and the frozen encoder that made that store — the stage-2
-  model for ``larr`` rows, whichever ``larr.embed.load_encoder`` builds for the others. An
+  model for ``larr`` rows, whichever ``larr.encoders.load_encoder`` builds for the others. An
   encoder whose weights are not the ones the store records is refused: its vectors would not
   mean what the model learned.
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from larr import layout
-from larr.embed import EncoderUnavailable, TextEncoder, load_encoder
+from larr.encoders import EncoderUnavailable, TextEncoder, load_encoder
 from larr.rec.features import WHOLE_SEP, FeatureSpec
 from larr.rec.models import FEATURES_FILE, load_model
 from larr.serve.artifacts import DEFAULT_MODEL, ServeError, model_dir, model_version, read_export

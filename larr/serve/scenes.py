@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from larr.embed import TextEncoder
+from larr.encoders import TextEncoder
 from larr.serve.metrics import ServeMetrics
 from larr.serve.settings import ServeSettings
 from larr.store.base import EmbeddingStore
