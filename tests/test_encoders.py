@@ -5,8 +5,7 @@ import dataclasses
 import importlib.metadata
 import sys
 import types
-from pathlib import Path
-from typing import get_args
+from typing import ClassVar, get_args
 
 import numpy as np
 import pytest
@@ -70,7 +69,7 @@ def test_identity_is_unchanged(tmp_path, monkeypatch) -> None:
 class RecordingST:
     """Stands in for ``sentence_transformers.SentenceTransformer``: records what it is asked to encode."""
 
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def __init__(self, path: str, device: str, local_files_only: bool) -> None:
         assert device == "cpu" and local_files_only
