@@ -15,7 +15,9 @@ This module imports nothing heavy (``larr.config`` reads it).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 
@@ -23,9 +25,12 @@ from typing import Any
 class Row:
     """One row of the comparison."""
 
-    overrides: dict[str, Any]  # RecConfig field → value, applied over cfg.rec
+    overrides: Mapping[str, Any]  # RecConfig field → value, applied over cfg.rec (read-only)
     store: str | None  # "larr" = experiment.larr_encoder; an encoder name; None = no LLM input
     doc: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
 
 
 _LARR = {"scene_ids": True, "scene_encoder": "transformer"}
