@@ -18,6 +18,7 @@ from larr import layout
 from larr.config import Config, load_config, save_config
 from larr.display import world_table
 from larr.errors import LarrError
+from larr.rec.rows import ROWS
 
 app = typer.Typer(
     help="LARR: LLM-aided real-time scene recommendation. Stages: data → corpus → pretrain → "
@@ -200,8 +201,7 @@ def embed(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: Set
 @app.command()
 def train(
     out: OutOpt,
-    model: Annotated[str, typer.Option("--model", "-m", help="Row of the comparison: base, base_scene_ids, larr, "
-                                       "larr_noimpute, larr_meanpool, larr_noalign, larr_untuned_llm, generic_text, whole_text.")],
+    model: Annotated[str, typer.Option("--model", "-m", help=f"Row of the comparison: {', '.join(ROWS)}.")],
     seed: Annotated[int, typer.Option(help="Seed of the model init and batch order.")] = 0,
     data: DataOpt = None,
     config: ConfigOpt = None,

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from larr.errors import LarrError
+from larr.rec.backbones import check_backbone
+from larr.rec.rows import LARR_STORE_ROWS, ROWS
 
 
 class _Strict(BaseModel):
@@ -227,15 +229,19 @@ class EmbedConfig(_Strict):
         "store's encoder identity, so one store never mixes precisions.")
 
 
+BackboneName = Annotated[str, AfterValidator(check_backbone)]
+"""A name of :data:`larr.rec.backbones.BACKBONES`."""
+
+
 class RecConfig(_Strict):
-    """Stage-3 hyper-parameters. The ablations of the paper are points in this space (``larr.rec.models.VARIANTS``).
+    """Stage-3 hyper-parameters. The ablations of the paper are points in this space (``larr.rec.rows.ROWS``).
 
     Defaults were chosen on the *valid* split of the demo world (never on test), within the time
     budget of the full comparison (8 rows × 3 seeds) on 2 CPU cores.
     """
 
     embed_dim: int = Field(8, ge=1, description="Size of every field embedding.")
-    backbone: Literal["dnn", "dcnv2"] = "dcnv2"
+    backbone: BackboneName = Field("dcnv2", description="CTR backbone (larr.rec.backbones.BACKBONES).")
     hidden: list[int] = Field([128, 64], description="Deep (MLP) layer sizes of the backbone.")
     cross_layers: int = Field(2, ge=0, description="DCNv2 cross layers.")
     dcn_structure: Literal["parallel", "stacked"] = "parallel"
@@ -291,13 +297,11 @@ class RecConfig(_Strict):
 class ExperimentConfig(_Strict):
     """The stage-3 comparison (`larr evaluate`): every row on the same split, seeds, epochs and sizes."""
 
-    models: list[str] = Field(
-        ["base", "base_scene_ids", "larr", "larr_noimpute", "larr_meanpool", "larr_noalign", "larr_untuned_llm",
-         "generic_text", "whole_text"], description="Rows of the table (names: larr.rec.train.MODELS).")
+    models: list[str] = Field(list(ROWS), description="Rows of the table (names: larr.rec.rows.ROWS).")
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="Each row is trained once per seed (mean ± std).")
-    backbone: Literal["dnn", "dcnv2"] | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
+    backbone: BackboneName | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
     larr_encoder: EncoderName = Field(
-        "larr", description="Store the LARR rows read (larr, larr_meanpool, larr_noalign, whole_text); 'minilm' or "
+        "larr", description=f"Store the LARR rows read ({', '.join(LARR_STORE_ROWS)}); 'minilm' or "
         "'untuned' stand in before a stage-2 model exists.")
     workers: int = Field(2, ge=1, description="(model, seed) runs trained in parallel processes (1 thread each).")
     reuse: bool = Field(True, description="Keep finished runs in RUN_DIR/stage3 whose config and data match.")

@@ -12,8 +12,8 @@ import json
 
 from larr.config import SWEEP_PARAMS
 from larr.display import fmt, mean_pm, row_pm
+from larr.rec.rows import REFERENCE
 
-REFERENCE = "base_scene_ids"  # the ID baseline every LLM row must beat (Δ columns, sweep plots)
 CTR_COLUMNS = (("AUC", "auc"), ("GAUC", "gauc"), ("logloss", "logloss"), ("AUC unseen", "auc_unseen"),
                ("GAUC unseen", "gauc_unseen"), ("valid AUC", "valid_auc"))
 

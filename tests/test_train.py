@@ -12,8 +12,8 @@ from larr import embed
 from larr.config import load_config
 from larr.rec import experiment
 from larr.rec.models import CTRModel, ModelDims, load_model, predict, save_model
+from larr.rec.rows import ROWS
 from larr.rec.train import (
-    MODELS,
     RequestBatches,
     TrainError,
     evaluate_split,
@@ -147,9 +147,9 @@ def test_train_model_writes_model_metrics_and_logs(quick_run):
     assert any((quick_run / "logs" / "stage3" / "whole_text" / "seed0").iterdir())  # TensorBoard events
 
 
-def test_every_row_maps_to_a_variant_and_store():
+def test_every_row_maps_to_its_overrides_and_store():
     cfg = _cfg("experiment.larr_encoder=larr")
-    stores = {name: model_setup(cfg, name)[1] for name in MODELS}
+    stores = {name: model_setup(cfg, name)[1] for name in ROWS}
     assert stores == {"base": None, "base_scene_ids": None, "larr": "larr", "larr_noimpute": "larr", "larr_meanpool": "larr",
                       "larr_noalign": "larr", "larr_untuned_llm": "untuned", "generic_text": "minilm",
                       "whole_text": "larr"}

@@ -2,10 +2,12 @@
 
 Reading order, top to bottom:
 
-1. :data:`VARIANTS` — the named ablations, as overrides of :class:`larr.config.RecConfig`
-   (the typed hyper-parameters, kept in ``larr/config.py`` with every other section).
+1. :class:`ModelDims` — the sizes the data and the LLM fix. (The hyper-parameters are
+   :class:`larr.config.RecConfig`; the rows of the comparison, as its overrides, are
+   :data:`larr.rec.rows.ROWS`.)
 2. Building blocks — :func:`mlp`, :class:`FieldEmbedding`, :class:`CrossNetV2`.
-3. Backbones on the concatenated inputs — :class:`DNN`, :class:`DCNv2`.
+3. Backbones on the concatenated inputs — :class:`DNN`, :class:`DCNv2`; ``rec.backbone`` picks
+   one by its name in :data:`larr.rec.backbones.BACKBONES` (adding one: see that module).
 4. The scene module — :class:`SceneEncoder` (per-feature LLM vectors → bidirectional
    Transformer with an ``<agg>`` token, or mean pooling) and :class:`WholeSceneEncoder`.
 5. :class:`CTRModel` — field embeddings (+ scene vector) → backbone → click logit; also the
@@ -32,22 +34,11 @@ from torch import nn
 
 from larr.config import RecConfig
 from larr.io import atomic_dir
+from larr.rec.backbones import build_backbone
 from larr.rec.features import Batches, FeatureSpec
 
 FORMAT = "larr-rec/1"
 MODEL_FILE, CONFIG_FILE, FEATURES_FILE = "model.safetensors", "config.json", "features.json"
-
-
-# The models compared in the report; each is RecConfig overrides (``cfg.model_copy(update=...)``).
-VARIANTS: dict[str, dict] = {
-    "base": {"scene_ids": False, "scene_encoder": "none"},
-    "base_scene_ids": {"scene_ids": True, "scene_encoder": "none"},
-    "larr": {"scene_ids": True, "scene_encoder": "transformer"},
-    "larr_no_align": {"scene_ids": True, "scene_encoder": "transformer", "align_weight": 0.0},
-    "larr_no_impute": {"scene_ids": True, "scene_encoder": "transformer", "impute_unseen_ids": False},
-    "larr_meanpool": {"scene_ids": True, "scene_encoder": "meanpool"},
-    "larr_whole_text": {"scene_ids": True, "scene_encoder": "whole_text"},
-}
 
 
 @dataclass
@@ -286,10 +277,7 @@ class CTRModel(nn.Module):
                 and dims.scene_vocab_ids is not None:
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
             self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature)
-        if cfg.backbone == "dnn":
-            self.backbone: nn.Module = DNN(in_dim, cfg.hidden, cfg.dropout)
-        else:
-            self.backbone = DCNv2(in_dim, cfg.hidden, cfg.cross_layers, cfg.dcn_structure, cfg.dropout)
+        self.backbone: nn.Module = build_backbone(cfg.backbone, in_dim, cfg)
         self.head = nn.Linear(self.backbone.out_dim, 1)
         if cfg.uses_alignment:  # built only when used: DDP rejects parameters without gradients
             self.scene_proj = nn.Linear(cfg.scene_size, cfg.align_dim)

@@ -6,7 +6,7 @@ What happens, top to bottom:
 
 1. :func:`load_features` — the data directory's feature spec and per-split tensors, cached in
    ``RUN_DIR/stage3/features`` (building them takes seconds; every run of the comparison reuses them).
-2. :func:`model_setup` — a row name (:data:`MODELS`) → its :class:`RecConfig` and the embedding
+2. :func:`model_setup` — a row name (:data:`larr.rec.rows.ROWS`) → its :class:`RecConfig` and the embedding
    store whose frozen vectors it reads (:func:`llm_table`, standardised per feature:
    :func:`standardize_table`).
 3. :func:`fit` — AdamW on mini-batches of whole requests (:class:`RequestBatches`), warm-up then
@@ -52,7 +52,8 @@ from larr.errors import LarrError
 from larr.io import atomic_dir, atomic_path, atomic_write_text
 from larr.rec.features import FeatureSpec, build_features, scene_matrix, whole_matrix
 from larr.metrics import ctr_metrics
-from larr.rec.models import VARIANTS, CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
+from larr.rec.models import CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
+from larr.rec.rows import ROWS
 
 Splits = dict[str, dict[str, torch.Tensor]]
 
@@ -64,39 +65,12 @@ class TrainError(LarrError):
 # ---------------------------------------------------------------------------- the rows
 
 
-@dataclass(frozen=True)
-class ModelRow:
-    """A row of the comparison: a :data:`larr.rec.models.VARIANTS` entry and the store it reads.
-
-    ``store`` is an encoder name of the embed stage, ``"larr"`` meaning *the LARR store*
-    (``experiment.larr_encoder``: the stage-2 model, or a stand-in), or ``None``: no LLM input.
-    """
-
-    variant: str
-    store: str | None
-    doc: str
-
-
-MODELS: dict[str, ModelRow] = {
-    "base": ModelRow("base", None, "collaborative model, no scene features"),
-    "base_scene_ids": ModelRow("base_scene_ids", None, "scene features as categorical IDs (unseen → OOV)"),
-    "larr": ModelRow("larr", "larr", "full method: stage-2 vectors per feature, Transformer, alignment, "
-                     "unseen IDs imputed from LLM similarity"),
-    "larr_noimpute": ModelRow("larr_no_impute", "larr", "unseen scene IDs stay unknown (no LLM imputation)"),
-    "larr_meanpool": ModelRow("larr_meanpool", "larr", "mean of the feature tokens instead of the Transformer"),
-    "larr_noalign": ModelRow("larr_no_align", "larr", "no alignment loss (λ = 0)"),
-    "larr_untuned_llm": ModelRow("larr", "untuned", "vectors of the untuned backbone LLM"),
-    "generic_text": ModelRow("larr", "minilm", "generic sentence encoder (MiniLM) per feature, KAR-style"),
-    "whole_text": ModelRow("larr_whole_text", "larr", "one stage-2 vector per distinct whole scene text"),
-}
-
-
 def model_setup(cfg: Config, name: str) -> tuple[RecConfig, str | None]:
-    """Row ``name`` → its hyper-parameters (``cfg.rec`` + the variant) and encoder store (or None)."""
-    if name not in MODELS:
-        raise TrainError(f"unknown model '{name}' (choose from {', '.join(MODELS)})")
-    row = MODELS[name]
-    update = dict(VARIANTS[row.variant])
+    """Row ``name`` → its hyper-parameters (``cfg.rec`` + the row's overrides) and encoder store (or None)."""
+    if name not in ROWS:
+        raise TrainError(f"unknown model '{name}' (choose from {', '.join(ROWS)})")
+    row = ROWS[name]
+    update = dict(row.overrides)
     if cfg.experiment.backbone is not None:
         update["backbone"] = cfg.experiment.backbone
     rec = RecConfig.model_validate({**cfg.rec.model_dump(), **update})
