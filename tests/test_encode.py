@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from larr.llm.backbone import make_tiny_model
-from larr.llm.encode import EMB_TOKEN, EmbeddingModel, Encoder, length_buckets
+from larr.llm.embedding_model import EmbeddingModel
+from larr.llm.encode import Encoder, length_buckets
+from larr.llm.tokens import EMB_TOKEN
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -205,7 +207,7 @@ def test_dtype_resolution():
 
 
 def test_packed_supports_only_llama_family(gqa_dir):
-    from larr.llm.encode import PackedDecoder
+    from larr.llm.packed import PackedDecoder
 
     model = EmbeddingModel.from_causal_lm_folder(gqa_dir, head_dim=None)
     assert PackedDecoder.supports(model.base)

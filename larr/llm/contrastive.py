@@ -1,6 +1,6 @@
 """Stage 2: contrastive fine-tuning of the stage-1 LLM into a text-embedding model.
 
-Model (:class:`larr.llm.encode.EmbeddingModel`): the LM's hidden state at an appended ``<emb>``
+Model (:class:`larr.llm.embedding_model.EmbeddingModel`): the LM's hidden state at an appended ``<emb>``
 token → MLP head → L2 normalisation, so similarity is the cosine. Loss: InfoNCE with in-batch
 negatives and temperature τ (:func:`info_nce`), one term per pair type (pairs from
 :mod:`larr.llm.pairs`), combined as ``λ_uu·L_uu + λ_ss·L_ss + λ_us·L_us``.
@@ -20,7 +20,7 @@ longer. ``k = 0`` trains the head alone on the final last-token state.
 
 With right padding and a causal LM, a real token never attends to padding, so the cached states
 of a text are the same alone or in any batch, and no attention mask is needed (see
-:func:`larr.llm.encode._last_token_hidden`). The trained layers are the model's own modules, so
+:func:`larr.llm.embedding_model.last_token_hidden`). The trained layers are the model's own modules, so
 saving is the ordinary :meth:`EmbeddingModel.save_pretrained` — nothing to merge.
 """
 from __future__ import annotations
@@ -42,7 +42,9 @@ from torch import nn
 from larr import layout
 from larr.config import Config, ContrastiveConfig
 from larr.errors import LarrError
-from larr.llm.encode import EMB_TOKEN, EmbeddingModel, length_buckets
+from larr.llm.embedding_model import EmbeddingModel
+from larr.llm.encode import length_buckets
+from larr.llm.tokens import EMB_TOKEN
 from larr.llm.pairs import PairSet, build_pairs
 
 
