@@ -14,8 +14,8 @@ their per-token outputs are kept in memory. Each step then runs only the top ``k
 states. The top layer still attends over every token, so it learns *what to gather* into the
 ``<emb>`` position — what an embedding model needs to learn — while the frozen layers keep the
 token-level knowledge of stages 0-1. Only the ``<emb>`` position of the last layer is pooled,
-so that layer runs for that one position (:func:`last_token_block`, exact, ~10x cheaper than
-the full layer). On the demo world, k=1 with 600 steps beat k=2 with 200 steps, which took 3.5x
+so that layer runs for that one position (:func:`larr.llm.packed.last_token_block`, exact,
+~10x cheaper than the full layer). On the demo world, k=1 with 600 steps beat k=2 with 200 steps, which took 3.5x
 longer. ``k = 0`` trains the head alone on the final last-token state.
 
 With right padding and a causal LM, a real token never attends to padding, so the cached states
@@ -45,6 +45,7 @@ from larr.errors import LarrError
 from larr.llm.embedding_model import EmbeddingModel
 from larr.llm.encode import length_buckets
 from larr.llm.tokens import EMB_TOKEN
+from larr.llm.packed import is_llama_block, last_token_block
 from larr.llm.pairs import PairSet, build_pairs
 
 
@@ -189,55 +190,6 @@ def frozen_states(
     return out  # type: ignore[return-value]
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def supports_last_token_block(layer: nn.Module) -> bool:
-    """Is ``layer`` a Llama-style pre-norm block (Llama, Mistral, Qwen2, SmolLM…) that
-    :func:`last_token_block` reproduces exactly?"""
-    attn = getattr(layer, "self_attn", None)
-    return (
-        attn is not None
-        and all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
-        and not hasattr(attn, "q_norm")
-        and all(hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm", "mlp"))
-    )
-
-
-def last_token_block(layer: nn.Module, hidden: torch.Tensor, last: torch.Tensor,
-                     cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """A Llama-style decoder layer's output at each row's ``last`` position only, shape (B, h).
-
-    Why: only the ``<emb>`` position of the final layer is pooled, yet the layer's own forward
-    computes attention output and MLP for every token. Here keys and values are projected for
-    all tokens (cheap) but query, attention output and the MLP (three quarters of a layer's
-    FLOPs) run for one token per text — ~10x less work per step, so ~10x more steps fit in the
-    time budget. Exactness is tested against the model's own forward.
-    """
-    attn = layer.self_attn
-    b, t, _ = hidden.shape
-    rows = torch.arange(b, device=hidden.device)
-    x = layer.input_layernorm(hidden)
-    d = attn.head_dim
-    q = attn.q_proj(x[rows, last]).view(b, -1, d)  # (B, H, d)
-    k = attn.k_proj(x).view(b, t, -1, d).transpose(1, 2)  # (B, Hkv, T, d)
-    v = attn.v_proj(x).view(b, t, -1, d).transpose(1, 2)
-    cos_t, sin_t = cos[:, None], sin[:, None]  # (1, 1, T, d)
-    k = k * cos_t + _rotate_half(k) * sin_t
-    cos_q, sin_q = cos[0, last][:, None], sin[0, last][:, None]  # (B, 1, d)
-    q = q * cos_q + _rotate_half(q) * sin_q
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = torch.einsum("bhd,bhtd->bht", q, k) * attn.scaling
-    future = torch.arange(t, device=hidden.device)[None, :] > last[:, None]
-    scores = scores.masked_fill(future[:, None, :], float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    h = hidden[rows, last] + attn.o_proj(torch.einsum("bht,bhtd->bhd", probs, v).reshape(b, -1))
-    return h + layer.mlp(layer.post_attention_layernorm(h))
-
-
 def encode_from_states(model: EmbeddingModel, states: list[torch.Tensor], split: Split,
                        device: torch.device) -> torch.Tensor:
     """The trainable part: top layers over cached states → last token → head → normalise (with grad)."""
@@ -247,7 +199,7 @@ def encode_from_states(model: EmbeddingModel, states: list[torch.Tensor], split:
         base = model.base
         top = list(decoder_layers(base)[split.n_bottom:])
         h, last = pad_states(states, device)
-        if supports_last_token_block(top[-1]):
+        if is_llama_block(top[-1]):
             if len(top) > 1:
                 h = _view(base, top[:-1], norm=False)(inputs_embeds=h, use_cache=False).last_hidden_state
             positions = torch.arange(h.shape[1], device=device)[None]

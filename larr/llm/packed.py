@@ -47,8 +47,8 @@ class PackedDecoder:
       rotates together, (i, i + d/2), sit side by side; rotation is then one complex multiply.
       Both q and k get the same order, so every q·k dot product is unchanged;
     * **last layer at the pooled position only** — the output projection and the MLP of the
-      final layer (and the final norm) run for one token per text, like
-      :func:`larr.llm.contrastive.last_token_block` in training;
+      final layer (and the final norm) run for one token per text, and so does its attention's
+      query (:func:`attend_last`, shared with :func:`last_token_block` in training);
     * **dtype** — weights are copied once into ``dtype``; ``torch.bfloat16`` runs the GEMMs in
       bf16 (oneDNN AVX512-BF16/AMX on CPUs that have it, ~2× the float32 GEMM rate) with the
       residual stream, norms, rotary, attention and pooled state kept in float32 (CPU flash
@@ -85,9 +85,7 @@ class PackedDecoder:
             return False
         needed = ("embed_tokens", "layers", "norm", "rotary_emb")
         return all(hasattr(base, n) for n in needed) and all(
-            all(hasattr(layer.self_attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
-            and not hasattr(layer.self_attn, "q_norm")
-            and all(hasattr(layer.mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
+            is_llama_block(layer) and all(hasattr(layer.mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
             for layer in base.layers
         )
 
@@ -126,17 +124,21 @@ class PackedDecoder:
         slots = None  # each packed token's row in the padded (B·T) layout; None when nothing is padded
         if bool((lengths != width).any()):
             slots = (torch.repeat_interleave(torch.arange(n_rows), lengths) * width + positions).to(device)
-        last = (starts + lengths - 1).to(device)
+        last = (lengths - 1).to(device)  # each text's last position: in its row, and in the packed tokens
+        keep = (starts + lengths - 1).to(device)
         x = self.embed(torch.tensor(list(chain.from_iterable(rows)), device=device)).float()
         cos, sin = self.rotary(x, positions[None].to(device))
         half = self.head_dim // 2
         rot = torch.complex(cos[0, :, :half].float(), sin[0, :, :half].float())[:, None]  # (N, 1, d/2)
         for i, layer in enumerate(self.layers):
-            x = self._layer(layer, x, rot, slots, n_rows, width, last if i == len(self.layers) - 1 else None)
+            final = i == len(self.layers) - 1
+            x = self._layer(layer, x, rot, slots, n_rows, width, (last, keep) if final else None)
         return F.rms_norm(x, x.shape[-1:], self.final_norm, self.eps)
 
     def _layer(self, layer: _Layer, x: torch.Tensor, rot: torch.Tensor, slots: torch.Tensor | None,
-               n_rows: int, width: int, keep: torch.Tensor | None) -> torch.Tensor:
+               n_rows: int, width: int, pooled: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """One decoder layer over the packed tokens; with ``pooled`` (the final layer: each text's
+        last position in its row and in the packed tokens) its output there only, (B, h)."""
         n, h = x.shape
         d, nq, nkv = self.head_dim, self.heads, self.kv_heads
         qkv = F.linear(_unit_rms(x, self.eps).to(self.dtype), layer.qkv, layer.qkv_bias).float()
@@ -146,12 +148,15 @@ class PackedDecoder:
         if slots is not None:  # to the padded layout; zeros after each text's end, never attended to
             qkv = qkv.new_zeros(n_rows * width, qkv.shape[1]).index_copy_(0, slots, qkv)
         q, k, v = qkv.view(n_rows, width, nq + 2 * nkv, d).transpose(1, 2).split([nq, nkv, nkv], dim=1)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=nq != nkv)
-        att = att.transpose(1, 2).reshape(n_rows * width, nq * d)
-        if slots is not None:
-            att = att.index_select(0, slots)
-        if keep is not None:  # final layer: only the pooled position goes on
-            att, x = att.index_select(0, keep), x.index_select(0, keep)
+        if pooled is not None:  # final layer: only the pooled position goes on
+            last, keep = pooled
+            att = attend_last(q[torch.arange(n_rows, device=x.device), :, last], k, v, last, self.scaling)
+            x = x.index_select(0, keep)
+        else:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=nq != nkv)
+            att = att.transpose(1, 2).reshape(n_rows * width, nq * d)
+            if slots is not None:
+                att = att.index_select(0, slots)
         x = x + F.linear(att.to(self.dtype), layer.o, layer.o_bias)
         for part in x.split(self.mlp_rows):  # views: the residual is updated in place
             gate_up = F.linear(_unit_rms(part, self.eps).to(self.dtype), layer.gate_up)
@@ -167,3 +172,67 @@ def _unit_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x * ms.add_(eps).rsqrt_()
 
 
+
+
+# ---------------------------------------------------------------------------- the last position only
+# Only the pooled (last) position of the final layer is read, yet a layer's own forward computes
+# attention and MLP for every token. Both the encoder (PackedDecoder) and stage-2 training
+# (last_token_block, over cached states) run the final layer's query, attention, output projection
+# and MLP for one token per text, with this one attention.
+
+
+def is_llama_block(layer: nn.Module) -> bool:
+    """Is ``layer`` a Llama-style pre-norm block (Llama, Mistral, Qwen2, SmolLM…): q/k/v/o
+    projections with rotary embeddings and no q/k norms, an RMSNorm before attention and MLP?"""
+    attn = getattr(layer, "self_attn", None)
+    return (
+        attn is not None
+        and all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
+        and not hasattr(attn, "q_norm")
+        and all(hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm", "mlp"))
+    )
+
+
+def attend_last(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, last: torch.Tensor,
+                scaling: float) -> torch.Tensor:
+    """Causal attention for one query per row: ``q`` (B, H, d) at position ``last`` (B,) over
+    keys/values (B, Hkv, T, d) at positions ≤ ``last`` (grouped-query heads: q head i reads kv
+    head i // (H / Hkv)). Returns (B, H·d); softmax in float32."""
+    b, t = k.shape[0], k.shape[2]
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = torch.einsum("bhd,bhtd->bht", q, k) * scaling
+    future = torch.arange(t, device=k.device)[None, :] > last[:, None]
+    scores = scores.masked_fill(future[:, None, :], float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return torch.einsum("bht,bhtd->bhd", probs, v).reshape(b, -1)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def last_token_block(layer: nn.Module, hidden: torch.Tensor, last: torch.Tensor,
+                     cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """A Llama-style decoder layer's output at each row's ``last`` position only, shape (B, h),
+    with the layer's own modules (so it trains them).
+
+    Keys and values are projected for all tokens (cheap) but query, attention output and the MLP
+    (three quarters of a layer's FLOPs) run for one token per text — ~10x less work per stage-2
+    step. Exactness is tested against the model's own forward.
+    """
+    attn = layer.self_attn
+    b, t, _ = hidden.shape
+    rows = torch.arange(b, device=hidden.device)
+    x = layer.input_layernorm(hidden)
+    d = attn.head_dim
+    q = attn.q_proj(x[rows, last]).view(b, -1, d)  # (B, H, d)
+    k = attn.k_proj(x).view(b, t, -1, d).transpose(1, 2)  # (B, Hkv, T, d)
+    v = attn.v_proj(x).view(b, t, -1, d).transpose(1, 2)
+    cos_t, sin_t = cos[:, None], sin[:, None]  # (1, 1, T, d)
+    k = k * cos_t + _rotate_half(k) * sin_t
+    cos_q, sin_q = cos[0, last][:, None], sin[0, last][:, None]  # (B, 1, d)
+    q = q * cos_q + _rotate_half(q) * sin_q
+    h = hidden[rows, last] + attn.o_proj(attend_last(q, k, v, last, attn.scaling))
+    return h + layer.mlp(layer.post_attention_layernorm(h))
