@@ -2,7 +2,7 @@
 
 Model (:class:`larr.llm.embedding_model.EmbeddingModel`): the LM's hidden state at an appended ``<emb>``
 token → MLP head → L2 normalisation, so similarity is the cosine. Loss: InfoNCE with in-batch
-negatives and temperature τ (:func:`info_nce`), one term per pair type (pairs from
+negatives and temperature τ (:func:`larr.losses.info_nce`), one term per pair type (pairs from
 :mod:`larr.llm.pairs`), combined as ``λ_uu·L_uu + λ_ss·L_ss + λ_us·L_us``.
 
 **Why the lower layers are frozen and cached.** Back-propagating through all 30 layers of a
@@ -45,6 +45,7 @@ from larr.errors import LarrError
 from larr.llm.embedding_model import EmbeddingModel
 from larr.llm.encode import length_buckets
 from larr.llm.tokens import EMB_TOKEN
+from larr.losses import info_nce
 from larr.llm.packed import is_llama_block, last_token_block
 from larr.llm.pairs import PairSet, build_pairs
 
@@ -52,41 +53,6 @@ from larr.llm.pairs import PairSet, build_pairs
 
 class ContrastiveError(LarrError):
     """Stage 2 cannot run with these inputs (message: one line)."""
-
-
-# ---------------------------------------------------------------------------- loss
-
-
-def info_nce(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    temperature: float,
-    left_keys: torch.Tensor | None = None,
-    right_keys: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of positive pairs ``(a[i], b[i])``; the other rows are negatives.
-
-    ``a`` and ``b`` are L2-normalised (B, d). Logits are cosine / τ; the loss is the mean of the
-    cross-entropy over each row (a → b) and each column (b → a).
-
-    ``left_keys``/``right_keys`` (B,) identify the text behind each side. An off-diagonal entry
-    that is not a true negative — the same text as the positive (a popular shop in two pairs),
-    a text paired with the query elsewhere in the batch, or the query's own text (a user paired
-    with two neighbours) — is masked out instead of being pushed away.
-    """
-    logits = a @ b.T / temperature
-    if left_keys is not None and right_keys is not None:
-        eye = torch.eye(len(a), dtype=torch.bool, device=a.device)
-        lk, rk = left_keys, right_keys
-        shared = (lk[:, None] == lk[None, :]) | (rk[:, None] == rk[None, :])  # pairs i, j share a side
-        row_same = shared | (rk[None, :] == lk[:, None])  # candidate b_j is query a_i's own text
-        col_same = shared | (lk[None, :] == rk[:, None])  # candidate a_j is query b_i's own text
-        row_logits = logits.masked_fill(row_same & ~eye, float("-inf"))
-        col_logits = logits.T.masked_fill(col_same & ~eye, float("-inf"))
-    else:
-        row_logits, col_logits = logits, logits.T
-    target = torch.arange(len(a), device=a.device)
-    return (F.cross_entropy(row_logits, target) + F.cross_entropy(col_logits, target)) / 2
 
 
 # ---------------------------------------------------------------------------- frozen bottom, trainable top
