@@ -46,6 +46,7 @@ from larr.llm.embedding_model import EmbeddingModel
 from larr.llm.encode import length_buckets
 from larr.llm.tokens import EMB_TOKEN
 from larr.losses import info_nce
+from larr.train_utils import progress_bar, tb_writer, total_steps
 from larr.llm.packed import is_llama_block, last_token_block
 from larr.llm.pairs import PairSet, build_pairs
 
@@ -140,7 +141,7 @@ def frozen_states(
         runner = copy.deepcopy(runner).to(dtype=dtype)
     runner.eval()
     out: list[torch.Tensor | None] = [None] * len(ids)
-    bar = _bar(len(ids), "stage2 cache", progress)
+    bar = progress_bar(len(ids), "stage2 cache", progress)
     for rows in length_buckets([len(x) for x in ids], batch_size):
         width = len(ids[rows[0]])
         x = torch.full((len(rows), width), model.tokenizer.pad_token_id, dtype=torch.long)
@@ -222,14 +223,6 @@ class BatchSampler:
         return np.array(batch, dtype=np.int64)
 
 
-def total_steps(cc: ContrastiveConfig, sizes: dict[str, int]) -> int:
-    """``max_steps`` if set, else ``epochs`` passes over the largest trained pair type."""
-    if cc.max_steps:
-        return cc.max_steps
-    n = max(sizes.values()) if sizes else 0
-    return max(1, math.ceil(cc.epochs * n / cc.batch_size))
-
-
 # ---------------------------------------------------------------------------- training loop
 
 
@@ -284,7 +277,8 @@ def fit(
     params = freeze_bottom(model, split)
     if not params:
         raise ContrastiveError("nothing to train: contrastive.head_dim is required when trainable_layers=0")
-    steps = total_steps(cc, {k: len(v.left) for k, v in indexed.items()})
+    largest = max((len(v.left) for v in indexed.values()), default=0)  # epochs count the largest pair type
+    steps = total_steps(cc.max_steps, cc.epochs, largest, cc.batch_size)
     head = set(map(id, model.head.parameters())) if model.head is not None else set()
     opt = torch.optim.AdamW(
         [{"params": [p for p in params if id(p) in head], "lr": cc.head_lr},
@@ -293,8 +287,8 @@ def fit(
     )
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(cc.warmup_ratio * steps), steps)
     sampler = BatchSampler({k: len(v.left) for k, v in indexed.items()}, cc.batch_size, cfg.seed)
-    writer = _writer(log_dir)
-    bar = _bar(steps, "stage2", progress, unit="step")
+    writer = tb_writer(log_dir)
+    bar = progress_bar(steps, "stage2", progress, unit="step")
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -353,28 +347,6 @@ def _step_losses(model: EmbeddingModel, indexed: dict[str, TrainPairs], sampler:
 def _short(kind: str) -> str:
     """'user_shop' → 'us', 'scene_shop' → 'sc' (progress-bar label)."""
     return "sc" if kind == "scene_shop" else "".join(w[0] for w in kind.split("_"))
-
-
-def _writer(log_dir: Path | None):
-    if log_dir is None:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(log_dir))
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kw: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(total: int, desc: str, enabled: bool, unit: str = "text"):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit)
 
 
 # ---------------------------------------------------------------------------- the stage

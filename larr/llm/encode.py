@@ -23,6 +23,7 @@ import torch
 from larr.device import resolve_device
 from larr.llm.embedding_model import EmbeddingModel, last_token_hidden
 from larr.llm.packed import PackedDecoder
+from larr.train_utils import progress_bar
 
 DType = Literal["auto", "float32", "bfloat16"]
 
@@ -137,7 +138,7 @@ class Encoder:
             return out
         ids = self.model.tokenize(list(texts), padding=False)["input_ids"]
         batches = self.buckets([len(x) for x in ids], batch_size)
-        bar = _progress(len(texts), progress)
+        bar = progress_bar(len(texts), "encode", progress)
         with torch.inference_mode():
             for rows in batches:
                 out[rows] = self._encode_batch([ids[i] for i in rows]).float().cpu().numpy()
@@ -197,16 +198,3 @@ def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torc
         input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
     return input_ids.to(device), mask.to(device)
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="encode", unit="text")
