@@ -17,7 +17,13 @@ from torch import nn
 from larr.device import resolve_device
 from larr.llm import st_folder
 from larr.llm.backbone import add_special_tokens
-from larr.llm.tokens import EMB_TOKEN, appended_token, appends, prepare_tokenizer, set_append_token
+from larr.llm.tokens import (
+    EMB_TOKEN,
+    appended_token,
+    appends,
+    prepare_tokenizer,
+    set_append_token,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # Families whose decoder layer is exactly: x += o(attn(rope(q, k), v)); x += down(silu(gate) * up),
 # each branch after an RMSNorm (weight · x / rms, computed in float32), plus a final RMSNorm.
 _PACKED_FAMILIES = {"llama", "mistral", "qwen2"}
