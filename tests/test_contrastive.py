@@ -12,7 +12,8 @@ import torch
 from larr.config import load_config
 from larr.llm import contrastive as C
 from larr.llm import evaluate as E
-from larr.llm.encode import EmbeddingModel, Encoder
+from larr.llm.embedding_model import EmbeddingModel
+from larr.llm.encode import Encoder
 from larr.llm.pairs import build_pairs
 from test_pairs import write_world
 

@@ -294,4 +294,6 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
 
 
 def _fmt(x: float | None) -> str:
+    """A signed scene-semantics cell (a score relative to chance: the sign is the news) or a dash;
+    unlike :func:`larr.display.fmt`, which prints unsigned metrics and ``n/a``."""
     return "–" if x is None else f"{x:+.3f}"

@@ -341,13 +341,10 @@ def alignment_loss(scene: torch.Tensor, collab: torch.Tensor, temperature: float
     Rows sharing a ``groups`` id (e.g. impressions of one request: same user, same scene) are
     identical pairs, not negatives, so they are masked out of each other's denominators.
     """
+    from larr.losses import info_nce
+
     s, c = F.normalize(scene, dim=-1), F.normalize(collab, dim=-1)
-    logits = s @ c.T / temperature
-    if groups is not None:
-        same = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=groups.device)
-        logits = logits.masked_fill(same, float("-inf"))
-    target = torch.arange(len(s), device=s.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    return info_nce(s, c, temperature, left_keys=groups, right_keys=groups)  # both sides of a row share its group
 
 
 def ctr_loss(out: CTROutput, batch: dict[str, torch.Tensor], cfg: RecConfig) -> tuple[torch.Tensor, dict[str, float]]:

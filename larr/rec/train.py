@@ -340,13 +340,9 @@ class FitResult:
 
 
 def _tb_writer(log_dir: Path | None):
-    if log_dir is None:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional at run time
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
+    from larr.train_utils import tb_writer
+
+    return tb_writer(log_dir)
 
 
 def param_groups(model: CTRModel, rec: RecConfig) -> list[dict]:
