@@ -265,7 +265,7 @@ class RecConfig(_Strict):
         "scene encoder memorised whole scenes and valid AUC fell by ~0.007).")
     llm_standardize: bool = Field(
         True, description="Centre each scene feature's LLM vectors and scale them to unit mean norm "
-        "(their shared component otherwise drowns the differences; see train.standardize_table).")
+        "(their shared component otherwise drowns the differences; see SceneTable.standardize).")
     scene_lr_scale: float = Field(0.1, gt=0.0, description="Learning rate of the scene encoder ÷ that of the rest.")
     align_dim: int = Field(32, ge=1, description="Space in which scene and collaborative vectors are compared.")
     align_temperature: float = Field(0.1, gt=0.0)

@@ -4,7 +4,7 @@ LARR's serving trick is that the LLM never runs per request: each scene feature'
 rendered as its *own* short text ("weather: typhoon") and encoded once, so a whole data set
 needs about a hundred LLM calls, and a new value costs one more. This stage makes those
 vectors for every configured encoder and stores them under ``RUN_DIR/embeddings/<encoder>``
-(a :class:`~larr.store.DiskStore`, keys from :func:`larr.store.scene_key`):
+(a :class:`~larr.store.DiskStore`, keys from :func:`larr.data.scene.scene_key`):
 
 - ``scene/<feature>/<value>``: every distinct value of every scene feature, all splits;
 - ``shop/<id>``: shop documents (by default only shops never shown in train — the cold-start
@@ -39,8 +39,9 @@ import numpy as np
 
 from larr import layout
 from larr.config import Config
+from larr.data.scene import shop_key
 from larr.encoders import EncoderUnavailable, TextEncoder, encoder_identity, load_encoder
-from larr.store import DiskStore, StoreError, shop_key
+from larr.store import DiskStore, StoreError
 
 CHUNK = 512  # texts per put: finished work is kept if a long whole-scene pass is interrupted
 
@@ -59,16 +60,10 @@ class Texts:
 
 def collect_texts(data_dir: Path, shops: str = "new") -> Texts:
     """Every text of the data directory that a stage-3 model or the server may ask a vector for."""
-    from larr.rec.features import scene_texts, spec_from_data
-    from larr.store.base import whole_scene_key
+    from larr.rec.features import embed_catalogue
 
-    spec = spec_from_data(data_dir)
-    everything = scene_texts(spec)
-    whole_keys = set(spec.whole_keys())
-    scene = {k: t for k, t in everything.items() if k not in whole_keys}
-    whole = {whole_scene_key(t): t for t in spec.whole_texts}
-    seen = set(next(f.vocab for f in spec.fields if f.name == "shop_id"))  # shop ids shown in train
-    return Texts(scene, whole, shop_texts(data_dir, shops, seen))
+    scene, whole, seen = embed_catalogue(data_dir)  # the keys of the scene tables stage 3 reads
+    return Texts(scene.key_texts(), whole.key_texts(), shop_texts(data_dir, shops, seen))
 
 
 def shop_texts(data_dir: Path, which: str, seen_in_train: set[str]) -> dict[str, str]:
@@ -76,8 +71,8 @@ def shop_texts(data_dir: Path, which: str, seen_in_train: set[str]) -> dict[str,
     if which == "none":
         return {}
     from larr.data.schema import SHOPS, read_table
+    from larr.data.scene import canonical_value
     from larr.llm.corpus import shop_text
-    from larr.store.base import canonical_value
 
     rows = read_table(Path(data_dir) / SHOPS.file, SHOPS).to_pylist()
     if which == "new":

@@ -133,7 +133,7 @@ def test_run_writes_stage2_folder_and_report(tmp_path: Path, tiny_lm: Path) -> N
     from larr.report import read_report
 
     run_dir = tmp_path / "run"
-    data_dir = write_world(run_dir / "data")
+    write_world(run_dir / "data")
     cfg = load_config(None, [
         f"llm.model={tiny_lm}", "device=cpu", "contrastive.max_steps=5", "contrastive.batch_size=4",
         "contrastive.max_length=32", "contrastive.scene_in_user_text=true", "contrastive.heldout_frac=0.2",

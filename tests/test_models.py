@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from larr.data.schema import SceneFeature, read_scene_features, write_dataset_meta
-from larr.rec.features import Batches, FeatureSpec, build_features, scene_matrix, scene_texts, whole_matrix
+from larr.rec.features import Batches, FeatureSpec, build_features
 from larr.rec.models import (
     CTRModel,
     ModelDims,
@@ -68,14 +68,14 @@ def test_scene_table_covers_all_splits(tiny_data):
     spec, splits = build_features(_tiny(tiny_data))
     assert spec.scene_values == {"weather": ["heatwave", "heavy rain"], "hour": ["12", "19"], "temp": ["21.5", "35.0"]}
     assert spec.scene_texts["temp"] == ["temperature: 22 °C", "temperature: 35 °C"]  # rendered from raw floats
-    keys = spec.scene_keys()
+    keys = spec.scene_table().keys
     assert keys[:2] == ["scene/weather/heatwave", "scene/weather/heavy rain"] and len(keys) == 6
     rows = splits["test"]["scene"]  # never 0: unseen values have LLM vectors
     assert [keys[i - 1] for i in rows[0].tolist()] == ["scene/weather/heatwave", "scene/hour/19", "scene/temp/35.0"]
     assert spec.whole_texts == ["weather: heatwave; hour: 19:00; temperature: 35 °C",
                                 "weather: heavy rain; hour: 12:00; temperature: 22 °C"]
     assert splits["test"]["whole"].tolist() == [1, 1, 1] and splits["train"]["whole"].tolist() == [2, 2]
-    texts = scene_texts(spec)
+    texts = {**spec.scene_table().key_texts(), **spec.scene_table(whole=True).key_texts()}
     assert texts["scene/hour/19"] == "hour: 19:00" and len(texts) == 8
     assert spec.buckets["temp"] and spec.field_names[-1] == "scene:temp"
 
@@ -101,11 +101,11 @@ def test_shapes_spec_round_trip_and_llm_tables(tiny_data, tmp_path):
     spec.save(tmp_path / "features.json")
     assert FeatureSpec.load(tmp_path / "features.json") == spec
     store = DiskStore(tmp_path / "emb")
-    texts = scene_texts(spec)
+    texts = {**spec.scene_table().key_texts(), **spec.scene_table(whole=True).key_texts()}
     store.put_many({k: np.full(5, i, np.float32) for i, k in enumerate(texts)})
-    table = scene_matrix(spec, store)
-    assert table.shape == (spec.scene_table_size, 5) and table[0].abs().sum() == 0 and table[1, 0] == 0
-    assert whole_matrix(spec, store).shape == (3, 5)
+    table = spec.scene_table().matrix(store)
+    assert table.shape == (spec.scene_table().size, 5) and table[0].abs().sum() == 0 and table[1, 0] == 0
+    assert spec.scene_table(whole=True).matrix(store).shape == (3, 5)
 
 
 def test_batches_are_seeded_and_cover_every_row():

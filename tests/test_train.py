@@ -176,16 +176,14 @@ def test_cli_train_and_evaluate(quick_run):
 
 
 def test_standardized_table_centres_each_feature_and_keeps_row_zero(quick_run):
-    from larr.rec.train import standardize_table, table_groups, table_stats
-
     spec, _, _ = load_features(quick_run)
     raw, _ = llm_table(spec, quick_run, "minilm", whole=False, standardize=False)
-    groups = table_groups(spec, whole=False)
-    table = standardize_table(raw, groups)
+    scene_table = spec.scene_table()
+    table = scene_table.standardize(raw)
     assert torch.equal(table[0], raw[0]) and table[0].abs().sum() == 0  # the unknown row stays zero
-    stats = table_stats(raw, groups)
-    for name, (a, b) in groups.items():
+    stats = scene_table.stats(raw)
+    for name, (a, b) in scene_table.groups.items():
         assert table[a:b].mean(0).abs().max() < 1e-5
         assert table[a:b].norm(dim=1).mean() == pytest.approx(1.0, rel=1e-5)
-        mapped = (raw[a:b] - stats[f"{name}/mean"]) / stats[f"{name}/scale"]  # the serving recipe
-        torch.testing.assert_close(mapped, table[a:b])
+        mapped = stats.apply(name, raw[a:b].numpy())  # the serving recipe
+        np.testing.assert_allclose(mapped, table[a:b].numpy(), rtol=1e-6, atol=1e-7)

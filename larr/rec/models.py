@@ -62,7 +62,7 @@ class ModelDims:
         ids = [[-1 if n in spec.buckets else vocab[f"scene:{n}"].get(v, 0) for v in spec.scene_values[n]]
                for n in spec.scene_names]
         return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
-                   spec.scene_table_size, 1 + len(spec.whole_texts), llm_dim, ids)
+                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -239,6 +239,12 @@ class UnseenIDImputer(nn.Module):
         return torch.stack(fields, dim=1)
 
 
+class Scored(NamedTuple):
+    logit: torch.Tensor  # (B,)
+    emb: torch.Tensor  # (B, n_used, d) field embeddings (never-seen scene IDs imputed in eval mode)
+    scene: torch.Tensor | None  # (B, scene_size) scene vector, for models with a scene module
+
+
 class CTROutput(NamedTuple):
     logit: torch.Tensor  # (B,)
     scene: torch.Tensor | None  # (B, align_dim) scene side of the alignment, when aligning
@@ -299,31 +305,42 @@ class CTRModel(nn.Module):
         return SceneEncoder(dims.n_scene, dims.llm_dim, cfg.scene_dim, cfg.scene_layers, cfg.scene_heads,
                             cfg.scene_size, cfg.dropout, pool)
 
-    def scene_vector(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scene vector (B, s). ``batch["scene_llm"]`` (raw LLM vectors) overrides the table
-        look-up — the serving path for a scene value that is not in the table yet."""
-        if "scene_llm" in batch:
-            return self.scene_encoder(batch["scene_llm"])
-        rows = batch["whole"] if self.cfg.scene_encoder == "whole_text" else batch["scene"]
+    def scene_vector(self, rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Scene vector (B, s) of table ``rows``; ``vectors`` (LLM vectors as the table holds them)
+        override the table look-up — the serving path, and a scene value that is not in the table yet."""
+        if vectors is not None:
+            return self.scene_encoder(vectors)
         # Rows of one request (and often of many requests) share a scene: encode each distinct
         # scene of the batch once and scatter back. Same result, a fraction of the compute.
         distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
         return self.scene_encoder(self.scene_llm[distinct])[inverse]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
-        ids = batch["x"][:, self.used]
+    def score(self, x: torch.Tensor, rows: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> Scored:
+        """The click logit of field indices ``x`` (B, n_fields) in their scene, and what it was computed from.
+
+        The scene is given as rows of the LLM table — ``rows`` (B, F) per feature, (B,) for
+        ``whole_text`` — or as its vectors: ``vectors`` (B, F, D) / (B, D), or (1, F, D) / (1, D), one
+        scene shared by all B rows (serving), encoded and imputed once and broadcast. Branch-free on
+        tensor values, so :class:`larr.serve.graph.ScoringGraph` exports it to ONNX as it is.
+        """
+        ids = x[:, self.used]
         emb = self.embedding(ids)  # (B, n_used, d)
         # Training rows never hold an unknown ID with a vector (vocabularies come from train), so the
         # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
         if self.imputer is not None and not self.training:
-            emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, batch.get("scene"),
-                               batch.get("scene_llm"))
+            emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, rows, vectors)
         parts = [emb.flatten(1)]
         scene = None
         if self.scene_encoder is not None:
-            scene = self.scene_vector(batch)
+            scene = self.scene_vector(rows, vectors).expand(x.shape[0], -1)
             parts.append(scene)
-        logit = self.head(self.backbone(torch.cat(parts, dim=-1))).squeeze(-1)
+        return Scored(self.head(self.backbone(torch.cat(parts, dim=-1))).squeeze(-1), emb, scene)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
+        """``batch``: ``x``, the scene's table rows (``scene``, or ``whole`` for ``whole_text``) and
+        optionally ``scene_llm`` vectors that override the table (see :meth:`score`)."""
+        rows = batch.get("whole" if self.cfg.scene_encoder == "whole_text" else "scene")
+        logit, emb, scene = self.score(batch["x"], rows, batch.get("scene_llm"))
         if not self.cfg.uses_alignment:
             return CTROutput(logit, None, None)
         collab = self.collab_tower(emb[:, self.collab_fields].flatten(1))

@@ -7,8 +7,8 @@ What happens, top to bottom:
 1. :func:`load_features` — the data directory's feature spec and per-split tensors, cached in
    ``RUN_DIR/stage3/features`` (building them takes seconds; every run of the comparison reuses them).
 2. :func:`model_setup` — a row name (:data:`larr.rec.rows.ROWS`) → its :class:`RecConfig` and the embedding
-   store whose frozen vectors it reads (:func:`llm_table`, standardised per feature:
-   :func:`standardize_table`).
+   store whose frozen vectors it reads (:func:`llm_table`: the :class:`~larr.rec.scene_table.SceneTable`'s
+   matrix, standardised per feature by :meth:`~larr.rec.scene_table.SceneTable.standardize`).
 3. :func:`fit` — AdamW on mini-batches of whole requests (:class:`RequestBatches`), warm-up then
    linear decay (:func:`set_lr`), the scene encoder at a tenth of the rate (:func:`param_groups`),
    the alignment term over requests (:func:`request_loss`), early stopping on validation AUC with
@@ -49,8 +49,8 @@ from larr import layout
 from larr.config import Config, RecConfig
 from larr.data.schema import SHOPS, USERS, SchemaError
 from larr.errors import LarrError
-from larr.io import atomic_dir, atomic_path, atomic_write_text
-from larr.rec.features import FeatureSpec, build_features, scene_matrix, whole_matrix
+from larr.io import atomic_dir, atomic_write_text
+from larr.rec.features import FeatureSpec, build_features
 from larr.metrics import ctr_metrics
 from larr.rec.models import CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
 from larr.rec.rows import ROWS
@@ -129,51 +129,15 @@ def llm_table(spec: FeatureSpec, run_dir: Path, store: str | None, whole: bool,
     if not (path / "vectors.safetensors").is_file():
         raise TrainError(f"no '{store}' vectors in {path} (run `larr embed --out {run_dir}` with "
                          f"embed.encoders including '{store}')")
-    st = DiskStore(path)
+    scene_table = spec.scene_table(whole)
     try:
-        table = whole_matrix(spec, st) if whole else scene_matrix(spec, st)
+        table = scene_table.matrix(DiskStore(path))
     except KeyError as e:
         what = "whole-scene" if whole else "scene"
         raise TrainError(f"{path}: {what} vectors incomplete ({e.args[0]})") from None
     if standardize:
-        table = standardize_table(table, table_groups(spec, whole))
+        table = scene_table.standardize(table)
     return table, int(table.shape[1])
-
-
-def table_groups(spec: FeatureSpec, whole: bool) -> dict[str, tuple[int, int]]:
-    """Row ranges of the LLM table that are standardised together: one per scene feature (or all)."""
-    if whole:
-        return {"whole": (1, 1 + len(spec.whole_texts))}
-    return {n: (o, o + len(spec.scene_values[n])) for n, o in spec.scene_offsets().items()}
-
-
-def standardize_table(table: torch.Tensor, groups: dict[str, tuple[int, int]]) -> torch.Tensor:
-    """Centre each feature's vectors on their mean and scale them to unit mean norm (row 0 stays zero).
-
-    Why: the texts of one feature share most of their words ("weather: …"), so their LLM vectors
-    share a large common component and differ little (MiniLM: cosine 0.5-0.8; a raw causal LM's
-    last token: 0.9-0.99). Fed raw, the scene encoder saw near-identical inputs and collapsed to one
-    constant output (scene-vector std across scenes ~1e-4). The feature itself is already given by
-    the type embedding; what carries meaning is the difference between its values. Centering uses
-    every value's text (no labels), so an unseen value is placed relative to the seen ones.
-    The statistics are those of the table a model is trained with; :func:`table_stats` keeps them
-    so that raw vectors of a later value can be mapped the same way.
-    """
-    out = table.clone()
-    for start, stop in groups.values():
-        block = table[start:stop] - table[start:stop].mean(0, keepdim=True)
-        out[start:stop] = block / block.norm(dim=1).mean().clamp_min(1e-8)
-    return out
-
-
-def table_stats(table: torch.Tensor, groups: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
-    """Per group: the mean vector and the scale :func:`standardize_table` used (for serving new values)."""
-    stats = {}
-    for name, (start, stop) in groups.items():
-        mean = table[start:stop].mean(0)
-        stats[f"{name}/mean"] = mean.contiguous()
-        stats[f"{name}/scale"] = (table[start:stop] - mean).norm(dim=1).mean().clamp_min(1e-8).reshape(1)
-    return stats
 
 
 # ---------------------------------------------------------------------------- batches
@@ -478,7 +442,7 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     raw_table, llm_dim = llm_table(spec, run_dir, store, whole, standardize=False)
     table = raw_table
     if raw_table is not None and rec.llm_standardize:
-        table = standardize_table(raw_table, table_groups(spec, whole))
+        table = spec.scene_table(whole).standardize(raw_table)
     torch.manual_seed(seed)
     model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
     rid = run_id or layout.run_name(name, seed)
@@ -494,8 +458,7 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
                **evaluate_model(model, splits, rec.eval_batch_size)}
     out = save_model(model, spec, layout.stage3_run(run_dir, rid))
     if raw_table is not None and rec.llm_standardize:  # how raw vectors of a new value map into the table
-        with atomic_path(out / layout.SCENE_STATS_FILE) as tmp:
-            save_file(table_stats(raw_table, table_groups(spec, whole)), tmp)
+        spec.scene_table(whole).stats(raw_table).save(out / layout.SCENE_STATS_FILE)
     atomic_write_text(out / layout.METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
     return metrics
 
