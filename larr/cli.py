@@ -295,13 +295,22 @@ def serve(
     data: DataOpt = None,
     max_candidates: Annotated[int, typer.Option(min=1, help="Most candidates per request.")] = 1000,
     max_body_kb: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413.")] = 256,
-    encode_timeout: Annotated[float, typer.Option(min=0.0, help="Seconds a request waits for the LLM to encode "
-                                                  "a new scene value before using the unknown row.")] = 1.0,
+    encode_timeout: Annotated[float, typer.Option(min=0.0, help="Seconds a request may wait for the LLM to "
+                                                  "encode a new scene value (0: answered at once with the unknown "
+                                                  "row, encoded in the background).")] = 0.0,
+    store_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request waits for a store read; "
+                                                 "repeated timeouts open the store's circuit (degraded).")] = 0.1,
+    flush_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between writes of new scene vectors "
+                                                  "to the store (and at shutdown).")] = 10.0,
+    max_new_values: Annotated[int, typer.Option(min=0, help="Never-seen scene values encoded and stored in all; "
+                                                "beyond, new values get the unknown row.")] = 5000,
+    max_new_per_feature: Annotated[int, typer.Option(min=0, help="The same, per scene feature.")] = 1000,
     threads: Annotated[int, typer.Option(min=1, help="torch/onnxruntime threads per worker.")] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log); /metrics counts "
                                              "them either way.")] = True,
 ) -> None:
-    """Serve a trained model over HTTP: POST /v1/rank, GET /healthz, GET /metrics, /openapi.json.
+    """Serve a trained model over HTTP: POST /v1/rank, GET /healthz, GET /metrics, /openapi.json, the scene
+    explorer page at GET /.
 
     Set LARR_API_KEY to require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/rank and /metrics.
     """
@@ -321,7 +330,9 @@ def serve(
         console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines"
                       + ("" if os.environ.get("LARR_API_KEY") else " and LARR_API_KEY is not set"))
     settings = {"max_candidates": max_candidates, "max_body_bytes": max_body_kb * 1024,
-                "encode_timeout_s": encode_timeout, "threads": threads}
+                "encode_timeout_s": encode_timeout, "threads": threads, "store_timeout_s": store_timeout,
+                "flush_interval_s": flush_interval, "max_new_values": max_new_values,
+                "max_new_per_feature": max_new_per_feature}
     run_server(run, model, backend, store, data, host, port, workers, settings, access_log=access_log)
 
 

@@ -75,6 +75,17 @@ class CountingEncoder:
         return self.inner.encode(texts)
 
 
+def settle(ranker, timeout: float = 20) -> None:
+    """Wait until the ranker's background encodes are done (a never-seen value is answered at once and encoded
+    behind the request)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while ranker.scenes._inflight:
+        assert time.monotonic() < deadline, "background encodes did not finish"
+        time.sleep(0.01)
+
+
 def request_rows(run: Path, unseen: bool, n: int = 1) -> list[dict]:
     """``n`` test requests of the quick world: user, scene values, shops and row indices of the test split."""
     import pandas as pd

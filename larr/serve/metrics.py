@@ -47,6 +47,22 @@ class ServeMetrics:
                                         "(unknown row used)", ["feature"], registry=r)
         self.unknown_features = Counter("larr_unknown_scene_features", "Requests rejected for naming a scene "
                                         "feature the model does not have", registry=r)
+        self.store_calls = Counter("larr_store_calls", "Embedding-store calls by operation and result (ok, timeout, "
+                                   "error, skipped: circuit open or store busy)", ["op", "result"], registry=r)
+        self.store_circuit = Gauge("larr_store_circuit_open", "1 while the store's circuit is open (degraded)",
+                                   registry=r)
+        self.unsaved = Gauge("larr_scene_vectors_unsaved", "New scene vectors not yet written to the store",
+                             registry=r)
+        self.flushed = Counter("larr_scene_vectors_flushed", "New scene vectors written to the store", registry=r)
+        self.vectors_rejected = Counter("larr_scene_vectors_rejected", "Vectors refused (wrong size, not finite, "
+                                        "too large) by where they came from", ["where"], registry=r)
+        self.llm_encode_failures = Counter("larr_llm_encode_failures", "Background LLM encodes that failed",
+                                           registry=r)
+        self.rejected_values = Counter("larr_rejected_scene_values", "Requests refused (422) for a scene value "
+                                       "out of its feature's range or a key over the length limit", ["reason"],
+                                       registry=r)
+        self.client_disconnects = Counter("larr_client_disconnects", "Requests whose client went away before the "
+                                          "response (counted as status 499, not 500)", ["route"], registry=r)
         self.model_info = Gauge("larr_model_info", "The model being served (value 1)", ["model", "version", "backend"],
                                 registry=r)
         self._hits = self._misses = 0
