@@ -312,3 +312,34 @@ def test_openapi_fuzz_finds_no_server_error(run, encoder, tmp_path):
 
             check()
     assert not any(s >= 500 for s in statuses) and statuses.get(200) and statuses.get(422)
+
+
+# ---------------------------------------------------------------------------- the explorer's read-only endpoints
+
+
+def test_explorer_endpoints_are_documented_and_keyed(run, encoder):
+    settings = ServeSettings(api_key="s3cret")
+    with TestClient(create_app(Ranker.load(run, settings=settings, encoder=encoder), settings)) as c:
+        spec = c.get("/openapi.json").json()
+        for path in ("/v1/users", "/v1/shops", "/v1/scene-features", "/v1/neighbours"):
+            assert "get" in spec["paths"][path] and c.get(path).status_code == 401
+        key = {"X-API-Key": "s3cret"}
+        users = c.get("/v1/users", params={"q": "office worker"}, headers=key).json()
+        assert users["users"] and all("office worker" in u["profile"].lower() for u in users["users"])
+        assert c.get("/v1/users", params={"q": "1"}, headers=key).json()["users"][0]["user_id"] == 1
+        feats = c.get("/v1/scene-features", headers=key).json()
+        weather = next(f for f in feats["features"] if f["name"] == "weather")
+        hour = next(f for f in feats["features"] if f["name"] == "hour")
+        assert "cloudy" in weather["values"] and hour["range"] == pytest.approx([-2.3, 25.3])
+        assert set(feats["example"]) <= {f["name"] for f in feats["features"]} and feats["example"]
+        shops = c.get("/v1/shops", headers=key).json()
+        assert shops["total"] == len(shops["shops"]) > 0 and {"name", "category", "price_level"} <= set(shops["shops"][0])
+        known = c.get("/v1/neighbours", params={"feature": "weather", "value": "cloudy"}, headers=key).json()
+        assert known["known"] and known["source"] == "table" and len(known["neighbours"]) == 5
+        assert "cloudy" not in [n["value"] for n in known["neighbours"]]
+        r = c.get("/v1/neighbours", params={"feature": "hour", "value": "noon"}, headers=key)
+        assert r.status_code == 422 and "hour" in r.json()["message"]
+        assert c.get("/v1/neighbours", params={"feature": "nope", "value": "x"}, headers=key).status_code == 422
+        page = c.get("/")
+        assert page.status_code == 200 and "/static/explorer.js" in page.text
+        assert "fetch(" in c.get("/static/explorer.js").text and "http" not in c.get("/").text.split("<body>")[0]

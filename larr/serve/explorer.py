@@ -63,7 +63,22 @@ def scene_features(ranker) -> dict:
     feats = [{"name": f.name, "kind": f.kind, "template": f.template, "doc": f.doc,
               "values": list(spec.scene_values.get(f.name, [])),
               "range": list(ranker.ranges[f.name]) if f.name in ranker.ranges else None} for f in spec.scene]
-    return {"model": ranker.model, "version": ranker.version, "scene_encoder": enc, "features": feats}
+    return {"model": ranker.model, "version": ranker.version, "scene_encoder": enc, "features": feats,
+            "example": example_scene(ranker.data_dir, [f.name for f in spec.scene])}
+
+
+def example_scene(data_dir: Path, names: list[str]) -> dict:
+    """The scene of the first test-split impression (else the first one) of the run's data; {} when unreadable."""
+    try:
+        path = Path(data_dir) / "impressions.parquet"
+        have = set(pq.read_schema(path).names)
+        cols = [n for n in names if n in have] + (["split"] if "split" in have else [])
+        rows = pq.ParquetFile(path).iter_batches(batch_size=4096, columns=cols)
+        batch = next(rows).to_pylist()
+    except Exception:
+        return {}
+    row = next((r for r in batch if r.get("split") == "test"), batch[0] if batch else {})
+    return {k: v for k, v in row.items() if k != "split" and v is not None}
 
 
 def parse_value(feat, text: str) -> object:

@@ -126,6 +126,8 @@ class SceneFeatures(BaseModel):
     version: str
     scene_encoder: str | None = Field(description="per_feature models encode each feature; whole_text one text.")
     features: list[SceneFeatureInfo]
+    example: dict[str, str | int | float | bool] = Field(default_factory=dict,
+                                                           description="A scene of the run's data (the page starts there).")
 
 
 class Neighbour(BaseModel):
