@@ -7,10 +7,16 @@ with prometheus_client's multiprocess mode (not set up here).
 
 Scene look-ups, by where the vector came from (``larr_scene_values_total{source}``):
 ``table`` (a value the model was trained with), ``cache`` (a new value already in memory),
-``store`` (a new value another process or an earlier run encoded), ``encoded`` (the LLM just
-encoded it), ``fallback`` (encoding failed, timed out or was refused: the unknown row),
-``missing`` (the request left the feature out: the unknown row). Hits are the first three,
-misses are the look-ups that needed the LLM (``encoded`` + LLM-related ``fallback``).
+``store`` (a new value another process or an earlier run encoded), ``encoded`` (the LLM encoded
+it while the request waited: only with ``encode_timeout_s`` > 0), ``pending`` (never seen: the
+unknown row now, encoded in the background), ``fallback`` (encoding refused — queue full, no
+encoder, a cap — or failed or timed out while waiting: the unknown row), ``missing`` (the
+request left the feature out: the unknown row). Hits are the first three, misses are the
+look-ups that needed the LLM (``encoded`` + ``pending`` + ``fallback``).
+
+Faults: ``larr_store_calls_total{op,result}`` (a store read, write or key listing: ok, timeout,
+error, skipped while the circuit is open), ``larr_store_circuit_open``, vectors refused on read
+or encode, background encode failures, requests whose client went away (status 499).
 """
 from __future__ import annotations
 

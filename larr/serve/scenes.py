@@ -266,12 +266,12 @@ class SceneVectors:
                     out[it.key] = "busy"
                 elif it.key not in self._new.get(it.group, ()) and (
                         total >= self.settings.max_new_values
-                        or len(self._new.get(it.group, ())) + sum(n.group == it.group for n in new.values())
-                        >= self.settings.max_new_per_feature):
+                        or len(self._new.get(it.group, ())) >= self.settings.max_new_per_feature):
                     out[it.key] = "cap"
-                else:
+                else:  # counted from now on (an encode under way holds its place under the caps)
                     new[it.key] = it
-                    total += 1
+                    total += it.key not in self._new.get(it.group, ())
+                    self._new.setdefault(it.group, set()).add(it.key)
             if new:
                 fut = self._executor.submit(self._encode, list(new.values()))
                 for k in new:
@@ -295,11 +295,13 @@ class SceneVectors:
         except Exception as e:
             self.metrics.llm_encode_failures.inc(len(items))
             log.warning("could not encode %d new scene values: %s", len(items), e)
+            self._unnote(items)
             raise
         result = {}
         for it, r in zip(items, raw):
             vec = self._checked(it, r, "encode")
             if vec is None:
+                self._unnote([it])
                 continue
             result[it.key] = vec
             self._cache_put(it.key, vec)
@@ -383,6 +385,11 @@ class SceneVectors:
         with self._lock:
             self._new.setdefault(item.group, set()).add(item.key)
 
+    def _unnote(self, items: list[SceneItem]) -> None:
+        with self._lock:
+            for it in items:
+                self._new.get(it.group, set()).discard(it.key)
+
     def _standardise(self, group: str, raw: np.ndarray) -> np.ndarray:
         if group not in self.stats:
             return np.asarray(raw, np.float32)
@@ -411,6 +418,9 @@ class SceneVectors:
         if self.store is None:
             return
         self.flush(timeout=30)
+        if self._unsaved:
+            log.warning("%d new scene vectors could not be written to the store: %s", len(self._unsaved),
+                        self.flush_error)
         if self._journal is not None and not self._unsaved:
             path = self._journal
 
