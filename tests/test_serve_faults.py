@@ -245,6 +245,8 @@ def test_never_seen_value_is_answered_at_once_and_encoded_behind(run, encoder, t
         unknown = _rank(c, {**KNOWN}).json()  # the unknown row, as the pending answer used
         assert [it["score"] for it in r.json()["items"]] == pytest.approx([it["score"] for it in unknown["items"]])
         settle(ranker)
+        assert ranker.in_memory({"weather": "volcanic ash", **KNOWN})  # now ranked on the event loop, no thread hop
+        assert not ranker.in_memory({"weather": "still unseen"})
         later = _rank(c, {"weather": "volcanic ash", **KNOWN}).json()
     assert later["scene_sources"]["weather"] == "cache" and slow.calls == ["weather: volcanic ash"]
     assert later["items"] != unknown["items"] and base["scene_sources"]["weather"] == "table"

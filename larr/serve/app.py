@@ -15,9 +15,10 @@ past the limit) and body check (invalid UTF-8, a number too long to convert, JSO
 than ``MAX_DEPTH``: a 422 saying so) → FastAPI (JSON parsing and strict validation against
 :mod:`larr.serve.schemas`: 422 with every problem plus a one-line ``message``) → API key when ``LARR_API_KEY`` is set (401; compared with
 :func:`hmac.compare_digest`, so timing does not leak it) → the ranker (a scene feature the
-model does not have or a value of the wrong kind: 422 naming it). ``rank`` is a plain ``def``:
-FastAPI runs it in its thread pool, so a request waiting for the LLM never blocks the event
-loop. No pickle anywhere; errors never echo a stack trace.
+model does not have or a value of the wrong kind: 422 naming it). ``rank`` scores on the event
+loop when every scene value is in the model's table or the in-memory cache (about a millisecond
+of CPU, nothing to wait for: no thread hop) and in the thread pool otherwise, where a store read
+may wait up to its deadline; no request ever waits for the LLM unless ``encode_timeout_s`` says so. No pickle anywhere; errors never echo a stack trace.
 
 ``GET /`` is the scene explorer (``larr/serve/static/``: plain HTML and JavaScript, no build step,
 nothing from a CDN); the page itself holds no data, everything it shows comes from ``/v1/rank``
@@ -41,6 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from larr.serve import explorer
@@ -243,9 +245,14 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
     RankRequest = rank_request_model(settings)
 
     @app.post("/v1/rank", response_model=RankResponse, responses=ERRORS, tags=["ranking"])
-    def rank(req: RankRequest, _: None = Depends(api_key)) -> Response:
+    async def rank(req: RankRequest, _: None = Depends(api_key)) -> Response:
         """Rank the candidates for the user in the scene (one batched forward; best first)."""
         ranker = ready()
+        if ranker.in_memory(req.scene):  # ~1 ms of CPU and nothing to wait for: no thread hop
+            return rank_now(ranker, req)
+        return await run_in_threadpool(rank_now, ranker, req)  # a store read (bounded by its deadline)
+
+    def rank_now(ranker: Ranker, req) -> Response:
         try:
             out = ranker.rank(req.user_id, req.scene, req.candidates, req.top_k)
         except RequestError as e:

@@ -34,7 +34,7 @@ from larr.rec.features import WHOLE_SEP, FeatureSpec
 from larr.rec.models import FEATURES_FILE, load_model
 from larr.serve.artifacts import DEFAULT_MODEL, ServeError, model_dir, model_version, read_export
 from larr.serve.graph import ScoringGraph
-from larr.serve.inputs import FieldIndexer, RequestError
+from larr.serve.inputs import FieldIndexer, RequestError, coerce_value
 from larr.serve.metrics import ServeMetrics
 from larr.serve.scenes import SceneItem, SceneVectors, load_stats
 from larr.serve.settings import ServeSettings
@@ -165,6 +165,25 @@ class Ranker:
                 self.metrics.rejected_values.labels("key_length").inc()
                 raise RequestError(f"scene feature '{name}': value too long (its store key has {len(key)} "
                                    f"characters, the limit is {self.settings.max_string_length})")
+
+    def in_memory(self, scene: dict[str, object]) -> bool:
+        """True when every value of the request's scene is in the model's table or the in-memory cache (or the
+        request is a 422 anyway): ranking it waits for nothing."""
+        if self.scenes is None:
+            return True
+        if self.whole or not self.cache:
+            return False
+        for name, value in scene.items():
+            feat = self.indexer.features.get(name)
+            if feat is None:
+                return True
+            try:
+                key = scene_key(name, coerce_value(feat, value))
+            except RequestError:
+                return True
+            if key not in self.scenes.rows and not self.scenes.cached(key):
+                return False
+        return True
 
     @property
     def degraded(self) -> list[str]:

@@ -396,6 +396,9 @@ class SceneVectors:
         mean, scale = self.stats[group]
         return ((np.asarray(raw, np.float32) - mean) / scale).astype(np.float32)
 
+    def cached(self, key: str) -> bool:
+        return key in self._lru
+
     def _cache_get(self, key: str) -> np.ndarray | None:
         with self._lock:
             vec = self._lru.get(key)
