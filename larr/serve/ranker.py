@@ -240,13 +240,22 @@ def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: s
 
 
 def numeric_ranges(spec: FeatureSpec, margin: float) -> dict[str, tuple[float, float]]:
-    """int/float scene feature → the [min, max] of its values in the run's feature spec (every split the
-    model was built from), widened by ``margin`` × the span on each side (at least 1 for an int)."""
+    """int/float scene feature → the [min, max] of its train values (the ``scene:<name>`` field's vocabulary in
+    the run's feature spec; a bucketised float's values of every split), widened by ``margin`` × the span on each
+    side (at least 1 for an int)."""
     out = {}
+    fields = {fs.name: fs for fs in spec.fields}
     for f in spec.scene:
-        if f.kind not in ("int", "float") or not spec.scene_values.get(f.name):
+        if f.kind not in ("int", "float"):
             continue
-        vals = [float(v) for v in spec.scene_values[f.name]]
+        train = fields.get(f"scene:{f.name}")
+        values = train.vocab if f.kind == "int" and train is not None else spec.scene_values.get(f.name, [])
+        try:
+            vals = [float(v) for v in values]
+        except ValueError:
+            vals = [float(v) for v in spec.scene_values.get(f.name, [])]
+        if not vals:
+            continue
         lo, hi = min(vals), max(vals)
         pad = max(margin * (hi - lo), 1.0 if f.kind == "int" else 0.0)
         out[f.name] = (lo - pad, hi + pad)
