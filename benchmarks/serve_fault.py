@@ -87,6 +87,7 @@ async def outage_load(base: str, reqs: list[dict], phases: list[tuple[str, float
             notes[name] = {"healthz": (await client.get("/healthz")).json(),
                            "metrics": (await client.get("/metrics")).text}
             await asyncio.sleep(seconds / 2)
+            notes[name]["end"] = (await client.get("/healthz")).json()
         stop.set()
         await asyncio.gather(*tasks)
     return {"lat": lat, "statuses": statuses, "transport": transport[0], "notes": notes}
@@ -124,7 +125,8 @@ def redis_outage(run: Path, args, reqs: list[dict]) -> None:
     print(f"\n## Redis frozen (SIGSTOP) for {args.outage:g} s under load: {args.concurrency} clients, 10 % never-seen; "
           f"backend {args.backend}")
     print(f"statuses {out['statuses']}; transport errors {out['transport']}; 5xx {five}\n")
-    print("| phase | cached-scene requests | p50 ms | p99 ms | /healthz status | store calls (timeout / skipped) |")
+    print("| phase | cached-scene requests | p50 ms | p99 ms | /healthz mid / end of phase | store calls (timeout / "
+          "skipped), mid-phase |")
     print("|---|---|---|---|---|---|")
     for name, lat in out["lat"].items():
         note = out["notes"][name]
@@ -133,7 +135,8 @@ def redis_outage(run: Path, args, reqs: list[dict]) -> None:
         timeouts = sum(v for k, v in m.items() if 'result="timeout"' in k)
         skipped = sum(v for k, v in m.items() if 'result="skipped"' in k)
         p50, p99 = (pct(lat, 50), pct(lat, 99)) if lat else (float("nan"), float("nan"))
-        print(f"| {name} | {len(lat):,} | {p50:.1f} | {p99:.1f} | {note['healthz'].get('status')} | "
+        print(f"| {name} | {len(lat):,} | {p50:.1f} | {p99:.1f} | {note['healthz'].get('status')} / "
+              f"{note['end'].get('status')} | "
               f"{timeouts:g} / {skipped:g} |")
 
 
@@ -202,6 +205,7 @@ def main() -> None:
     ap.add_argument("--flush-interval", type=float, default=1.0)
     ap.add_argument("--values", type=int, default=20, help="never-seen values per batch in the kill test")
     ap.add_argument("--skip-redis", action="store_true")
+    ap.add_argument("--skip-kill", action="store_true")
     args = ap.parse_args()
     run = pick_run(args.run)
     if args.backend == "onnx" and not (layout.export_dir(run, "larr_seed0") / "model.onnx").is_file():
@@ -215,7 +219,8 @@ def main() -> None:
             print("redis-server not installed (scripts/redis.sh install): skipping the Redis outage")
         else:
             redis_outage(run, args, reqs)
-    kill_restart(run, args, reqs)
+    if not args.skip_kill:
+        kill_restart(run, args, reqs)
 
 
 if __name__ == "__main__":
