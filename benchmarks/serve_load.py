@@ -1,7 +1,7 @@
 """Bounded load on a real `larr serve` process: req/s, latency, errors, 5xx.
 
     python benchmarks/serve_load.py [--run RUN_DIR] [--seconds 60] [--concurrency 16] [--candidates 50]
-                                    [--new-share 0.1] [--workers 1] [--backend torch] [--redis URL]
+                                    [--new-share 0.02,0.1] [--workers 1] [--backend onnx] [--redis URL]
 
 Starts its own server (``python -m larr serve`` on a free 127.0.0.1 port, a private copy of the
 run's embedding store, or a ``--redis`` namespace that several ``--workers`` share) and stops
@@ -11,8 +11,10 @@ for ``--seconds``: each a real test-split scene, a user and ``--candidates`` ran
 N"``, each new value reused by a few later requests), which the server must encode with the
 LLM once and then serve from its cache. Nothing but 127.0.0.1 is ever contacted.
 
-Prints requests, req/s, p50/p99 latency, errors (transport errors and non-200s) and 5xx, and the
-server's own scene-cache counters scraped from /metrics.
+Each ``--new-share`` (comma-separated: 2 % and 10 % by default) gets a fresh server; prints one
+table row per mix (requests, req/s, p50/p99 latency, errors, 5xx, server CPU per request) and the
+server's own scene-cache counters scraped from /metrics. Targets (issue #16): ≥ 600 req/s at 10 %
+with p99 ≤ 50 ms and zero 5xx.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from larr import layout  # noqa: E402
 
 
 async def load(base: str, reqs: list[dict], seconds: float, concurrency: int, new_share: float,
-               seed: int = 0) -> dict:
+               seed: int = 0, tag: str = "") -> dict:
     rng = random.Random(seed)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -51,7 +53,7 @@ async def load(base: str, reqs: list[dict], seconds: float, concurrency: int, ne
         r = dict(reqs[counter["n"] % len(reqs)])
         if rng.random() < new_share:  # a never-seen weather; each new value is asked for ~3 times in a row
             counter["new"] += 1
-            r["scene"] = {**r["scene"], "weather": f"storm variant {counter['new'] // 3}"}
+            r["scene"] = {**r["scene"], "weather": f"storm variant {tag}{counter['new'] // 3}"}
         return r
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -93,15 +95,42 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--candidates", type=int, default=50)
-    ap.add_argument("--new-share", type=float, default=0.1, help="share of requests with a never-seen scene value")
+    ap.add_argument("--new-share", default="0.02,0.1", help="shares of requests with a never-seen scene value "
+                    "(comma-separated; one server each)")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes")
-    ap.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    ap.add_argument("--backend", default="onnx", choices=["torch", "onnx"])
     ap.add_argument("--access-log", action="store_true", help="keep uvicorn's per-request log (off: /metrics counts)")
     ap.add_argument("--redis", default=None, help="redis://127.0.0.1:PORT/0?namespace=NS as the shared store")
     args = ap.parse_args()
 
     run = pick_run(args.run)
     reqs = requests(run, 500, args.candidates, seed=1)
+    if args.backend == "onnx" and not (layout.export_dir(run, "larr_seed0") / "model.onnx").is_file():
+        from larr.serve.export import export_onnx
+
+        export_onnx(run, "larr_seed0")
+    print(f"run {run}; backend {args.backend}; {args.workers} worker(s); {args.concurrency} concurrent clients; "
+          f"{args.candidates} candidates/request; {args.seconds:.0f} s per mix; {os.cpu_count()} CPUs (client and "
+          f"server share them)")
+    rows = []
+    for share in [float(x) for x in args.new_share.split(",")]:
+        result, cpu = one_mix(run, reqs, args, share)
+        m = scrape(result["metrics"], "larr_scene_cache", "larr_llm_", "larr_scene_values_total")
+        per_req = cpu / max(1, result["requests"]) * 1e3
+        rows.append((share, result, per_req))
+        print(f"\nnever-seen share {share:.0%}: statuses {result['statuses']}; {result['new_values']:,} requests "
+              f"with a never-seen value; server metrics:")
+        for k, v in m.items():
+            print(f"  {k} {v:g}")
+    print("\n| never-seen | requests | req/s | p50 ms | p99 ms | errors | 5xx | server CPU ms/req |")
+    print("|---|---|---|---|---|---|---|---|")
+    for share, r, per_req in rows:
+        print(f"| {share:.0%} | {r['requests']:,} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} "
+              f"| {r['5xx']} | {per_req:.2f} |")
+
+
+def one_mix(run: Path, reqs: list[dict], args, share: float) -> tuple[dict, float]:
+    """A fresh server (a private store copy, or the --redis namespace), loaded for --seconds at ``share``."""
     tmp = Path(tempfile.mkdtemp(prefix="larr-load-"))
     try:
         if args.redis:
@@ -112,27 +141,16 @@ def main() -> None:
         else:
             store = str(shutil.copytree(layout.store_dir(run, "larr"), tmp / "larr"))  # the run's store stays as it was
         server_args = ["--run", str(run), "--workers", str(args.workers), "--backend", args.backend, "--store", store,
-                       "--access-log" if args.access_log else "--no-access-log"]
+                       "--access-log" if args.access_log else "--no-access-log", "--max-new-values", "100000",
+                       "--max-new-per-feature", "100000"]
         server = ProcessServer(server_args, env={"LARR_API_KEY": ""})
         with server as base:
-            cpu0, load0 = tree_cpu_seconds(server.proc.pid), os.getloadavg()[0]
-            result = asyncio.run(load(base, reqs, args.seconds, args.concurrency, args.new_share))
+            cpu0 = tree_cpu_seconds(server.proc.pid)
+            result = asyncio.run(load(base, reqs, args.seconds, args.concurrency, share, tag=f"{share:g}-"))
             cpu = tree_cpu_seconds(server.proc.pid) - cpu0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    m = scrape(result["metrics"], "larr_scene_cache", "larr_llm_", "larr_scene_values_total")
-    print(f"run {run}; backend {args.backend}; {args.workers} worker(s); {args.concurrency} concurrent clients; "
-          f"{args.candidates} candidates/request; {args.seconds:.0f} s; {os.cpu_count()} CPUs (client and server share them)")
-    print(f"requests {result['requests']:,} in {result['elapsed']:.1f} s = {result['rps']:.0f} req/s; "
-          f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms; errors {result['errors']}, 5xx {result['5xx']}; "
-          f"statuses {result['statuses']}")
-    per_req = cpu / max(1, result["requests"]) * 1e3
-    print(f"server CPU {cpu:.1f} s = {per_req:.2f} ms per request (capacity of one free core ≈ {1e3 / per_req:.0f} "
-          f"req/s); machine load average at start {load0:.1f} on {os.cpu_count()} CPUs")
-    print(f"never-seen scene values sent in {result['new_values']:,} requests "
-          f"(metrics of {'the last worker scraped' if args.workers > 1 else 'the server'}):")
-    for k, v in m.items():
-        print(f"  {k} {v:g}")
+    return result, cpu
 
 
 if __name__ == "__main__":

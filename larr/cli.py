@@ -296,13 +296,22 @@ def serve(
     data: DataOpt = None,
     max_candidates: Annotated[int, typer.Option(min=1, help="Most candidates per request.")] = ServeSettings.max_candidates,
     max_body_kb: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413.")] = ServeSettings.max_body_bytes // 1024,
-    encode_timeout: Annotated[float, typer.Option(min=0.0, help="Seconds a request waits for the LLM to encode "
-                                                  "a new scene value before using the unknown row.")] = ServeSettings.encode_timeout_s,
+    encode_timeout: Annotated[float, typer.Option(min=0.0, help="Seconds a request may wait for the LLM to "
+                                                  "encode a new scene value (0: answered at once with the unknown "
+                                                  "row, encoded in the background).")] = ServeSettings.encode_timeout_s,
+    store_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request waits for a store read; "
+                                                 "repeated timeouts open the store's circuit (degraded).")] = ServeSettings.store_timeout_s,
+    flush_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between writes of new scene vectors "
+                                                  "to the store (and at shutdown).")] = ServeSettings.flush_interval_s,
+    max_new_values: Annotated[int, typer.Option(min=0, help="Never-seen scene values encoded and stored in all; "
+                                                "beyond, new values get the unknown row.")] = ServeSettings.max_new_values,
+    max_new_per_feature: Annotated[int, typer.Option(min=0, help="The same, per scene feature.")] = ServeSettings.max_new_per_feature,
     threads: Annotated[int, typer.Option(min=1, help="torch/onnxruntime threads per worker.")] = ServeSettings.threads,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log); /metrics counts "
                                              "them either way.")] = True,
 ) -> None:
-    """Serve a trained model over HTTP: POST /v1/rank, GET /healthz, GET /metrics, /openapi.json.
+    """Serve a trained model over HTTP: POST /v1/rank, GET /healthz, GET /metrics, /openapi.json, the scene
+    explorer page at GET /.
 
     Set LARR_API_KEY to require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/rank and /metrics.
     """
@@ -322,7 +331,9 @@ def serve(
         console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines"
                       + ("" if os.environ.get(API_KEY_ENV) else f" and {API_KEY_ENV} is not set"))
     settings = {"max_candidates": max_candidates, "max_body_bytes": max_body_kb * 1024,
-                "encode_timeout_s": encode_timeout, "threads": threads}
+                "encode_timeout_s": encode_timeout, "threads": threads, "store_timeout_s": store_timeout,
+                "flush_interval_s": flush_interval, "max_new_values": max_new_values,
+                "max_new_per_feature": max_new_per_feature}
     run_server(run, model, backend, store, data, host, port, workers, settings, access_log=access_log)
 
 

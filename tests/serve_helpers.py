@@ -75,6 +75,17 @@ class CountingEncoder:
         return self.inner.encode(texts)
 
 
+def settle(ranker, timeout: float = 20) -> None:
+    """Wait until the ranker's background encodes are done (a never-seen value is answered at once and encoded
+    behind the request)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while ranker.scenes._inflight:
+        assert time.monotonic() < deadline, "background encodes did not finish"
+        time.sleep(0.01)
+
+
 def request_rows(run: Path, unseen: bool, n: int = 1) -> list[dict]:
     """``n`` test requests of the quick world: user, scene values, shops and row indices of the test split."""
     import pandas as pd
@@ -111,3 +122,41 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, store: Path, env: dict | None = None, args: list[str] = (),
+                 ready_s: float = 90) -> tuple[subprocess.Popen, str]:
+    """``python -m larr serve`` on a free 127.0.0.1 port with ``store``; (process, base URL) once /healthz is 200.
+    The caller stops it with :func:`stop_process`."""
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "larr", "serve", "--run", str(run), "--port", str(port),
+                             "--store", str(store), "--no-access-log", *args],
+                            env={**os.environ, "LARR_API_KEY": "", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stdout.read().decode()[-2000:])
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"server did not become ready in {ready_s} s")
+        time.sleep(0.2)

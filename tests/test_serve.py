@@ -23,7 +23,7 @@ from larr.serve.app import create_app
 from larr.serve.metrics import ServeMetrics
 from larr.serve.ranker import Ranker
 from larr.serve.settings import ServeSettings
-from serve_helpers import CountingEncoder, copy_store, metric, request_rows, serve_run, stop_process
+from serve_helpers import CountingEncoder, copy_store, metric, request_rows, serve_run, settle, stop_process
 
 torch.set_num_threads(1)
 
@@ -112,12 +112,12 @@ def test_unseen_value_encoded_once_then_cached(run, encoder, store_url):
     ranker = Ranker.load(run, settings=settings, store=store_url, encoder=enc)
     scene = {"weather": "volcanic ash cloud", "hour": 12}
     with TestClient(create_app(ranker, settings)) as c:
-        first = _rank(c, scene=scene).json()
+        first = _rank(c, scene=scene).json()  # answered at once; the encode runs in the background
+        settle(ranker)
         second = _rank(c, scene=scene).json()
         text = c.get("/metrics").text
-    assert first["scene_sources"]["weather"] == "encoded" and second["scene_sources"]["weather"] == "cache"
+    assert first["scene_sources"]["weather"] == "pending" and second["scene_sources"]["weather"] == "cache"
     assert first["scene_sources"]["hour"] == "table"
-    assert first["items"] == second["items"]  # the cached vector is the encoded one
     assert enc.calls == ["weather: volcanic ash cloud"]
     assert metric(text, "larr_llm_encodes_total") == 1 and metric(text, "larr_scene_cache_misses_total") == 1
     assert metric(text, 'larr_scene_values_total{source="cache"}') == 1
@@ -142,7 +142,8 @@ def test_llm_timeout_error_and_no_encoder_fall_back_to_unknown_row(run, encoder,
     assert slow.calls == ["weather: sandstorm"]
     assert metric(ranker.metrics.render()[0].decode(), 'larr_llm_fallbacks_total{reason="timeout"}') == 1
 
-    broken = Ranker.load(run, store=str(copy_store(run, tmp_path / "b")), encoder=CountingEncoder(encoder, fail=True))
+    broken = Ranker.load(run, settings=ServeSettings(encode_timeout_s=1.0), store=str(copy_store(run, tmp_path / "b")),
+                         encoder=CountingEncoder(encoder, fail=True))
     assert broken.rank(0, {"weather": "hail"}, [0]).scene_sources["weather"] == "fallback"
     assert metric(broken.metrics.render()[0].decode(), 'larr_llm_fallbacks_total{reason="error"}') == 1
     none = Ranker.load(run, store=str(copy_store(run, tmp_path / "c")), encoder=None)
@@ -166,12 +167,25 @@ def test_llm_timeout_error_and_no_encoder_fall_back_to_unknown_row(run, encoder,
     ({"user_id": 1, "scene": {"wether": "rain"}, "candidates": [1]}, 422, "unknown scene feature 'wether'"),
     ({"user_id": 1, "scene": {"hour": "noon"}, "candidates": [1]}, 422, "'hour' expects an integer"),
     ({"user_id": 1, "scene": {}, "candidates": [1], "top_k": 0}, 422, "top_k"),
+    ({"user_id": 1, "scene": {}, "candidates": [1], "top_k": "2"}, 422, "top_k: Input should be a valid integer"),
+    ({"user_id": 1, "scene": {}, "candidates": [1], "top_k": 2.0}, 422, "top_k: Input should be a valid integer"),
+    ({"user_id": 1, "scene": {}, "candidates": [1], "top_k": True}, 422, "top_k: Input should be a valid integer"),
+    ({"user_id": "", "scene": {}, "candidates": [1.0]}, 422, "candidates.0"),
+    (b'{"user_id": 1, "scene": {"weather": "\xff\xfe"}, "candidates": [1]}', 422, "not valid UTF-8"),
+    (b'{"user_id": ' + b"9" * 4000 + b', "scene": {}, "candidates": [1]}', 422, "user_id"),
+    (b'{"user_id": 1, "scene": {}, "candidates": ' + b"[" * 2000 + b"]" * 2000 + b"}", 422, "nested deeper"),
+    ({"user_id": 1, "scene": {"hour": 1e308}, "candidates": [1]}, 422, "'hour' value 1e+308 is outside its range"),
+    ({"user_id": 1, "scene": {"hour": 10**300}, "candidates": [1]}, 422, "'hour' value 1e+300 is outside"),
+    ({"user_id": 1, "scene": {"hour": -40}, "candidates": [1]}, 422, "outside its range"),
+    ({"user_id": 1, "scene": {"weather": "w" * 250}, "candidates": [1]}, 422, "the limit is 256"),
     ({"user_id": 1, "scene": {}, "candidates": [1], "extra": 1}, 422, "extra"),
     ({"user_id": "x" * 300, "scene": {}, "candidates": [1]}, 422, "at most 256 characters"),
     ({"user_id": 1, "scene": {}, "candidates": ["s" * 200] * 40}, 413, "larger than 4096 bytes"),
 ], ids=["malformed_json", "user_id_type", "candidates_type", "scene_value_type", "empty_candidates",
         "too_many_candidates", "no_candidates", "no_user", "no_scene", "unknown_feature", "wrong_value_kind",
-        "top_k_zero", "extra_field", "long_string", "oversized_body"])
+        "top_k_zero", "top_k_string", "top_k_float", "top_k_bool", "candidate_float", "invalid_utf8",
+        "huge_number", "deep_nesting", "hour_1e308", "hour_huge_int", "hour_out_of_range", "key_too_long",
+        "extra_field", "long_string", "oversized_body"])
 def test_bad_requests_get_4xx_saying_what_is_wrong(client, body, status, says):
     if isinstance(body, bytes):
         r = client.post("/v1/rank", content=body, headers={"content-type": "application/json"})
@@ -261,7 +275,7 @@ def test_real_uvicorn_process(run, tmp_path):
         r = httpx.post(f"{base}/v1/rank", json={"user_id": 1, "scene": {"weather": "acid rain"},
                                                 "candidates": [3, 1, 2]}, timeout=10)
         assert r.status_code == 200 and len(r.json()["items"]) == 3
-        assert r.json()["scene_sources"]["weather"] == "encoded"
+        assert r.json()["scene_sources"]["weather"] == "pending"
         text = httpx.get(f"{base}/metrics", timeout=5).text
         assert metric(text, 'larr_requests_total{route="/v1/rank",status="200"}') == 1
         assert "paths" in httpx.get(f"{base}/openapi.json", timeout=5).json()
@@ -298,3 +312,34 @@ def test_openapi_fuzz_finds_no_server_error(run, encoder, tmp_path):
 
             check()
     assert not any(s >= 500 for s in statuses) and statuses.get(200) and statuses.get(422)
+
+
+# ---------------------------------------------------------------------------- the explorer's read-only endpoints
+
+
+def test_explorer_endpoints_are_documented_and_keyed(run, encoder):
+    settings = ServeSettings(api_key="s3cret")
+    with TestClient(create_app(Ranker.load(run, settings=settings, encoder=encoder), settings)) as c:
+        spec = c.get("/openapi.json").json()
+        for path in ("/v1/users", "/v1/shops", "/v1/scene-features", "/v1/neighbours"):
+            assert "get" in spec["paths"][path] and c.get(path).status_code == 401
+        key = {"X-API-Key": "s3cret"}
+        users = c.get("/v1/users", params={"q": "office worker"}, headers=key).json()
+        assert users["users"] and all("office worker" in u["profile"].lower() for u in users["users"])
+        assert c.get("/v1/users", params={"q": "1"}, headers=key).json()["users"][0]["user_id"] == 1
+        feats = c.get("/v1/scene-features", headers=key).json()
+        weather = next(f for f in feats["features"] if f["name"] == "weather")
+        hour = next(f for f in feats["features"] if f["name"] == "hour")
+        assert "cloudy" in weather["values"] and hour["range"] == pytest.approx([-2.3, 25.3])
+        assert set(feats["example"]) <= {f["name"] for f in feats["features"]} and feats["example"]
+        shops = c.get("/v1/shops", headers=key).json()
+        assert shops["total"] == len(shops["shops"]) > 0 and {"name", "category", "price_level"} <= set(shops["shops"][0])
+        known = c.get("/v1/neighbours", params={"feature": "weather", "value": "cloudy"}, headers=key).json()
+        assert known["known"] and known["source"] == "table" and len(known["neighbours"]) == 5
+        assert "cloudy" not in [n["value"] for n in known["neighbours"]]
+        r = c.get("/v1/neighbours", params={"feature": "hour", "value": "noon"}, headers=key)
+        assert r.status_code == 422 and "hour" in r.json()["message"]
+        assert c.get("/v1/neighbours", params={"feature": "nope", "value": "x"}, headers=key).status_code == 422
+        page = c.get("/")
+        assert page.status_code == 200 and "/static/explorer.js" in page.text
+        assert "fetch(" in c.get("/static/explorer.js").text and "http" not in c.get("/").text.split("<body>")[0]

@@ -8,14 +8,23 @@ server starts, so ``/healthz`` answers 503 ("loading") at once and 200 when read
 load balancer or an orchestrator's readiness probe needs — and ``/v1/rank`` answers 503 until
 then instead of hanging.
 
-Request handling, outermost first: request metrics (count by route and status, latency) →
-body-size limit (413 before any parsing; bodies are read in chunks and dropped past the limit)
-→ FastAPI (JSON parsing and validation against :mod:`larr.serve.schemas`: 422 with every
-problem plus a one-line ``message``) → API key when ``LARR_API_KEY`` is set (401; compared with
+Request handling, outermost first: request metrics (count by route and status, latency; a
+client that goes away before the response is status ``499`` and ``larr_client_disconnects_total``,
+never a 500) → body-size limit (413 before any parsing; bodies are read in chunks and dropped
+past the limit) and body check (invalid UTF-8, a number too long to convert, JSON nested deeper
+than ``MAX_DEPTH``: a 422 saying so) → FastAPI (JSON parsing and strict validation against
+:mod:`larr.serve.schemas`: 422 with every problem plus a one-line ``message``) → API key when ``LARR_API_KEY`` is set (401; compared with
 :func:`hmac.compare_digest`, so timing does not leak it) → the ranker (a scene feature the
-model does not have or a value of the wrong kind: 422 naming it). ``rank`` is a plain ``def``:
-FastAPI runs it in its thread pool, so a request waiting for the LLM never blocks the event
-loop. No pickle anywhere; errors never echo a stack trace.
+model does not have or a value of the wrong kind: 422 naming it). ``rank`` scores on the event
+loop when every scene value is in the model's table or the in-memory cache (about a millisecond
+of CPU, nothing to wait for: no thread hop) and in the thread pool otherwise, where a store read
+may wait up to its deadline; no request ever waits for the LLM unless ``encode_timeout_s`` says so. No pickle anywhere; errors never echo a stack trace.
+
+``GET /`` is the scene explorer (``larr/serve/static/``: plain HTML and JavaScript, no build step,
+nothing from a CDN); the page itself holds no data, everything it shows comes from ``/v1/rank``
+and the read-only ``/v1/users``, ``/v1/shops``, ``/v1/scene-features`` and ``/v1/neighbours``,
+which need the API key like ``/v1/rank``. ``/healthz`` is 200 ``{"status": "degraded", "degraded":
+[why]}`` while the embedding store's circuit is open or new vectors cannot be written.
 """
 import asyncio
 import hmac
@@ -27,22 +36,29 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from larr.serve import explorer
 from larr.serve.inputs import RequestError
 from larr.serve.metrics import ServeMetrics
 from larr.serve.ranker import Ranker
-from larr.serve.schemas import ErrorBody, Health, RankResponse, rank_request_model
+from larr.serve.schemas import (ErrorBody, Health, Neighbours, RankResponse, SceneFeatures, ShopList, UserList,
+                                rank_request_model)
 from larr.serve.settings import ServeSettings
 
 log = logging.getLogger("larr.serve")
 ENV_CONFIG = "LARR_SERVE_CONFIG"  # how `larr serve` hands its options to each uvicorn worker
-ROUTES = ("/v1/rank", "/healthz", "/metrics", "/openapi.json", "/docs")
+ROUTES = ("/v1/rank", "/healthz", "/metrics", "/openapi.json", "/docs", "/", "/v1/users", "/v1/shops",
+          "/v1/scene-features", "/v1/neighbours")
+STATIC = Path(__file__).parent / "static"
+MAX_DEPTH = 16  # a rank request is 3 levels deep; deeper JSON is refused before it is validated
 ERRORS = {code: {"model": ErrorBody, "description": text} for code, text in (
     (401, "Missing or wrong API key"), (413, "Request body too large"),
     (422, "Malformed JSON, a wrong type, a limit exceeded, or a scene feature the model does not have"),
@@ -84,6 +100,9 @@ class BodyLimit:
             if size > self.max_bytes:
                 return await self._refuse(scope, send)
         body, replayed = b"".join(chunks), False
+        problem = body_problem(body)
+        if problem is not None:
+            return await JSONResponse({"detail": problem, "message": problem}, status_code=422)(scope, None, send)
 
         async def replay():
             nonlocal replayed
@@ -99,8 +118,37 @@ class BodyLimit:
         await JSONResponse({"detail": msg, "message": msg}, status_code=413)(scope, None, send)
 
 
+def body_problem(body: bytes) -> str | None:
+    """What FastAPI would only call "There was an error parsing the body" (a 400), said in one line; None
+    for a body it parses (malformed JSON included: FastAPI's own 422 names the character)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"request body is not valid UTF-8 (byte {e.start}: {body[e.start:e.start + 1]!r})"
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    except RecursionError:
+        return f"JSON nested deeper than {MAX_DEPTH} levels"
+    except ValueError as e:  # Python's int-conversion limit: a number of thousands of digits
+        return f"JSON number too long ({' '.join(str(e).split())[:100]})"
+    todo, depth = [doc], 0
+    while todo:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return f"JSON nested deeper than {MAX_DEPTH} levels"
+        todo = [v for d in todo if isinstance(d, (dict, list)) for v in (d.values() if isinstance(d, dict) else d)]
+        todo = [v for v in todo if isinstance(v, (dict, list))]
+    return None
+
+
 class RequestMetrics:
-    """Counts every response by route and status (413s, 401s and 500s included) and times it."""
+    """Counts every response by route and status (413s, 401s and 500s included) and times it.
+
+    A request whose client disconnected before a response started is counted as status ``499``
+    (and in ``larr_client_disconnects_total``), not as a server error; an exception it caused is
+    not re-raised (there is nobody to answer)."""
 
     def __init__(self, app, metrics: ServeMetrics) -> None:
         self.app, self.metrics = app, metrics
@@ -108,7 +156,14 @@ class RequestMetrics:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), 500
+        start, status, gone = time.perf_counter(), None, False
+
+        async def receive_and_note():
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
 
         async def send_and_note(message) -> None:
             nonlocal status
@@ -116,10 +171,18 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
+        route = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive_and_note, send_and_note)
+        except Exception:
+            if not gone or status is not None:
+                status = status or 500
+                raise
         finally:
-            route = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values
+            if status is None:
+                status = 499 if gone else 500
+            if status == 499:
+                self.metrics.client_disconnects.labels(route).inc()
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
@@ -182,9 +245,14 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
     RankRequest = rank_request_model(settings)
 
     @app.post("/v1/rank", response_model=RankResponse, responses=ERRORS, tags=["ranking"])
-    def rank(req: RankRequest, _: None = Depends(api_key)) -> Response:
+    async def rank(req: RankRequest, _: None = Depends(api_key)) -> Response:
         """Rank the candidates for the user in the scene (one batched forward; best first)."""
         ranker = ready()
+        if ranker.in_memory(req.scene):  # ~1 ms of CPU and nothing to wait for: no thread hop
+            return rank_now(ranker, req)
+        return await run_in_threadpool(rank_now, ranker, req)  # a store read (bounded by its deadline)
+
+    def rank_now(ranker: Ranker, req) -> Response:
         try:
             out = ranker.rank(req.user_id, req.scene, req.candidates, req.top_k)
         except RequestError as e:
@@ -198,10 +266,14 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
     async def healthz() -> JSONResponse:  # async: answers from the event loop, even when the pool is busy
-        """200 once the model is loaded, 503 while loading or after a failed load."""
+        """200 once the model is loaded (status ok, or degraded with the reasons), 503 while loading or after
+        a failed load."""
         r = state.ranker
         if r is not None:
-            return JSONResponse(Health(status="ok", model=r.model, version=r.version, backend=r.backend).model_dump())
+            why = r.degraded
+            body = Health(status="degraded" if why else "ok", degraded=why or None, model=r.model, version=r.version,
+                          backend=r.backend)
+            return JSONResponse(body.model_dump(exclude_none=True))
         body = Health(status="error" if state.error else "loading", error=state.error)
         return JSONResponse(body.model_dump(), status_code=503)
 
@@ -211,6 +283,52 @@ def create_app(loader: Callable[[ServeMetrics], Ranker] | Ranker, settings: Serv
         """Prometheus text format: requests, latency, scene cache, LLM fallbacks, unknown users/shops."""
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
+
+    catalog: list[explorer.Catalog] = []
+
+    def shop_catalog() -> explorer.Catalog:
+        if not catalog:
+            catalog.append(explorer.Catalog(ready().data_dir))
+        return catalog[0]
+
+    explore = {"tags": ["explorer"], "responses": {k: ERRORS[k] for k in (401, 422, 503)},
+               "dependencies": [Depends(api_key)]}
+
+    @app.get("/v1/users", response_model=UserList, **explore)
+    def users(q: str = Query("", max_length=settings.max_string_length,
+                             description="Words that must all appear in the id or the profile (any case)."),
+              limit: int = Query(20, ge=1, le=200)) -> UserList:
+        """Users of the run whose id or profile match ``q`` (the explorer's user picker)."""
+        found, total = shop_catalog().users(q, limit)
+        return UserList.model_validate({"users": found, "total": total})
+
+    @app.get("/v1/shops", response_model=ShopList, **explore)
+    def shops(limit: int = Query(settings.max_candidates, ge=1, le=settings.max_candidates)) -> ShopList:
+        """Shops of the run: id, name, category, district, price level (the explorer ranks all of them)."""
+        found, total = shop_catalog().shops(limit)
+        return ShopList.model_validate({"shops": found, "total": total})
+
+    @app.get("/v1/scene-features", response_model=SceneFeatures, **explore)
+    def scene_features() -> SceneFeatures:
+        """The model's scene features: kind, the values it was trained with, the range a number must fall in."""
+        return SceneFeatures.model_validate(explorer.scene_features(ready()))
+
+    @app.get("/v1/neighbours", response_model=Neighbours, **explore)
+    def neighbours(feature: str = Query(..., min_length=1, max_length=settings.max_string_length),
+                   value: str = Query(..., min_length=1, max_length=settings.max_string_length),
+                   k: int = Query(5, ge=1, le=50)) -> Neighbours:
+        """A scene value's nearest known values (cosine of the LLM vectors) and where its vector came from.
+        A never-seen value is queued for the encoder as in ``/v1/rank`` (``source: pending`` until it is done)."""
+        try:
+            return Neighbours.model_validate(explorer.neighbours(ready(), feature, value, k))
+        except RequestError as e:
+            raise HTTPException(422, str(e)) from None
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,10 +7,16 @@ with prometheus_client's multiprocess mode (not set up here).
 
 Scene look-ups, by where the vector came from (``larr_scene_values_total{source}``):
 ``table`` (a value the model was trained with), ``cache`` (a new value already in memory),
-``store`` (a new value another process or an earlier run encoded), ``encoded`` (the LLM just
-encoded it), ``fallback`` (encoding failed, timed out or was refused: the unknown row),
-``missing`` (the request left the feature out: the unknown row). Hits are the first three,
-misses are the look-ups that needed the LLM (``encoded`` + LLM-related ``fallback``).
+``store`` (a new value another process or an earlier run encoded), ``encoded`` (the LLM encoded
+it while the request waited: only with ``encode_timeout_s`` > 0), ``pending`` (never seen: the
+unknown row now, encoded in the background), ``fallback`` (encoding refused — queue full, no
+encoder, a cap — or failed or timed out while waiting: the unknown row), ``missing`` (the
+request left the feature out: the unknown row). Hits are the first three, misses are the
+look-ups that needed the LLM (``encoded`` + ``pending`` + ``fallback``).
+
+Faults: ``larr_store_calls_total{op,result}`` (a store read, write or key listing: ok, timeout,
+error, skipped while the circuit is open), ``larr_store_circuit_open``, vectors refused on read
+or encode, background encode failures, requests whose client went away (status 499).
 """
 from __future__ import annotations
 
@@ -47,6 +53,22 @@ class ServeMetrics:
                                         "(unknown row used)", ["feature"], registry=r)
         self.unknown_features = Counter("larr_unknown_scene_features", "Requests rejected for naming a scene "
                                         "feature the model does not have", registry=r)
+        self.store_calls = Counter("larr_store_calls", "Embedding-store calls by operation and result (ok, timeout, "
+                                   "error, skipped: circuit open or store busy)", ["op", "result"], registry=r)
+        self.store_circuit = Gauge("larr_store_circuit_open", "1 while the store's circuit is open (degraded)",
+                                   registry=r)
+        self.unsaved = Gauge("larr_scene_vectors_unsaved", "New scene vectors not yet written to the store",
+                             registry=r)
+        self.flushed = Counter("larr_scene_vectors_flushed", "New scene vectors written to the store", registry=r)
+        self.vectors_rejected = Counter("larr_scene_vectors_rejected", "Vectors refused (wrong size, not finite, "
+                                        "too large) by where they came from", ["where"], registry=r)
+        self.llm_encode_failures = Counter("larr_llm_encode_failures", "Background LLM encodes that failed",
+                                           registry=r)
+        self.rejected_values = Counter("larr_rejected_scene_values", "Requests refused (422) for a scene value "
+                                       "out of its feature's range or a key over the length limit", ["reason"],
+                                       registry=r)
+        self.client_disconnects = Counter("larr_client_disconnects", "Requests whose client went away before the "
+                                          "response (counted as status 499, not 500)", ["route"], registry=r)
         self.model_info = Gauge("larr_model_info", "The model being served (value 1)", ["model", "version", "backend"],
                                 registry=r)
         self._hits = self._misses = 0

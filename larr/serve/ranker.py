@@ -36,11 +36,11 @@ from larr.rec.models import FEATURES_FILE, load_model
 from larr.rec.scene_table import WHOLE_GROUP, TableStats
 from larr.serve.artifacts import DEFAULT_MODEL, ServeError, model_dir, model_version, read_export
 from larr.serve.graph import ScoringGraph
-from larr.serve.inputs import FieldIndexer
+from larr.serve.inputs import FieldIndexer, RequestError, coerce_value
 from larr.serve.metrics import ServeMetrics
 from larr.serve.scenes import SceneItem, SceneVectors
 from larr.serve.settings import ServeSettings
-from larr.store import open_store
+from larr.store import is_redis_url, open_store
 
 log = logging.getLogger("larr.serve")
 BACKENDS = ("torch", "onnx")
@@ -55,7 +55,7 @@ class Ranked:
     version: str
     unknown_user: bool = False
     unknown_shops: int = 0
-    scene_sources: dict[str, str] = field(default_factory=dict)  # feature → table|cache|store|encoded|fallback|missing
+    scene_sources: dict[str, str] = field(default_factory=dict)  # feature → table|cache|store|encoded|pending|fallback|missing
 
 
 class TorchScorer:
@@ -93,7 +93,9 @@ class Ranker:
         self.indexer, self.scenes, self.scorer = indexer, scenes, scorer
         self.version, self.backend, self.metrics, self.cache = version, backend, metrics, cache
         self.settings = settings
+        self.data_dir = self.run_dir / "data"
         self.whole = graph.has_scene and graph.model.cfg.scene_encoder == "whole_text"
+        self.ranges = numeric_ranges(spec, settings.range_margin)
         metrics.model_info.labels(model, version, backend).set(1)
 
     @classmethod
@@ -122,8 +124,10 @@ class Ranker:
             else None
         scorer = TorchScorer(graph) if backend == "torch" else OnnxScorer(read_export(run_dir, model)[0],
                                                                           max(1, settings.threads))
-        return cls(run_dir, model, graph, spec, indexer, scenes, scorer, model_version(run_dir, model), backend,
-                   metrics, settings, cache)
+        ranker = cls(run_dir, model, graph, spec, indexer, scenes, scorer, model_version(run_dir, model), backend,
+                     metrics, settings, cache)
+        ranker.data_dir = layout.data_dir(run_dir, data_dir)
+        return ranker
 
     # ------------------------------------------------------------------ scoring
 
@@ -136,6 +140,7 @@ class Ranker:
             if any(n not in self.indexer.features for n in scene):
                 self.metrics.unknown_features.inc()
             raise
+        self.check_scene(req.scene_values)
         self.metrics.candidates.inc(len(candidates))
         self.metrics.unknown_users.inc(req.unknown_user)
         self.metrics.unknown_shops.inc(req.unknown_shops)
@@ -147,6 +152,45 @@ class Ranker:
         order = np.argsort(-scores, kind="stable")[: top_k or len(candidates)]
         return Ranked([candidates[i] for i in order], [float(scores[i]) for i in order], self.version,
                       req.unknown_user, req.unknown_shops, sources)
+
+    def check_scene(self, values: dict[str, object]) -> None:
+        """A numeric value outside its feature's range, or a value whose store key would be over the length
+        limit, is a :class:`RequestError` (422): unauthenticated input must not grow the store without bound."""
+        for name, value in values.items():
+            span = self.ranges.get(name)
+            if span is not None and not span[0] <= value <= span[1]:
+                self.metrics.rejected_values.labels("range").inc()
+                raise RequestError(f"scene feature '{name}' value {float(value):.6g} is outside its range "
+                                   f"[{span[0]:g}, {span[1]:g}] (the train range ± {self.settings.range_margin:g} "
+                                   "of its span)")
+            if not self.whole and len(key := scene_key(name, value)) > self.settings.max_string_length:
+                self.metrics.rejected_values.labels("key_length").inc()
+                raise RequestError(f"scene feature '{name}': value too long (its store key has {len(key)} "
+                                   f"characters, the limit is {self.settings.max_string_length})")
+
+    def in_memory(self, scene: dict[str, object]) -> bool:
+        """True when every value of the request's scene is in the model's table or the in-memory cache (or the
+        request is a 422 anyway): ranking it waits for nothing."""
+        if self.scenes is None:
+            return True
+        if self.whole or not self.cache:
+            return False
+        for name, value in scene.items():
+            feat = self.indexer.features.get(name)
+            if feat is None:
+                return True
+            try:
+                key = scene_key(name, coerce_value(feat, value))
+            except RequestError:
+                return True
+            if key not in self.scenes.table.rows and not self.scenes.cached(key):
+                return False
+        return True
+
+    @property
+    def degraded(self) -> list[str]:
+        """Why the server is degraded (store circuit open, new vectors not written); empty when it is not."""
+        return self.scenes.degraded if self.scenes is not None else []
 
     def scene_input(self, values: dict[str, object]) -> tuple[np.ndarray | None, dict[str, str]]:
         """The graph's ``scene`` input for a request's typed scene values, and each feature's source."""
@@ -180,6 +224,7 @@ def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: s
     meta = json.loads((folder / layout.METRICS_FILE).read_text()) if (folder / layout.METRICS_FILE).is_file() else {}
     store_name, ident = meta.get("store"), meta.get("encoder")
     location = store if store is not None else (layout.store_dir(run_dir, store_name) if store_name else None)
+    location = _bounded_redis(location)
     st = open_store(location if isinstance(location, str) else Path(location), dim=net.dims.llm_dim,
                     encoder=ident, autoflush=False) if location is not None else None
     if encoder == "auto":
@@ -189,6 +234,37 @@ def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: s
     table = spec.scene_table(whole=net.cfg.scene_encoder == "whole_text")
     return SceneVectors(net.scene_llm.detach().cpu().numpy(), table, TableStats.load(folder / layout.SCENE_STATS_FILE),
                         st, encoder, settings, metrics)
+
+
+def numeric_ranges(spec: FeatureSpec, margin: float) -> dict[str, tuple[float, float]]:
+    """int/float scene feature → the [min, max] of its train values (the ``scene:<name>`` field's vocabulary in
+    the run's feature spec; a bucketised float's values of every split), widened by ``margin`` × the span on each
+    side (at least 1 for an int)."""
+    out = {}
+    fields = {fs.name: fs for fs in spec.fields}
+    for f in spec.scene:
+        if f.kind not in ("int", "float"):
+            continue
+        train = fields.get(f"scene:{f.name}")
+        values = train.vocab if f.kind == "int" and train is not None else spec.scene_values.get(f.name, [])
+        try:
+            vals = [float(v) for v in values]
+        except ValueError:
+            vals = [float(v) for v in spec.scene_values.get(f.name, [])]
+        if not vals:
+            continue
+        lo, hi = min(vals), max(vals)
+        pad = max(margin * (hi - lo), 1.0 if f.kind == "int" else 0.0)
+        out[f.name] = (lo - pad, hi + pad)
+    return out
+
+
+def _bounded_redis(location):
+    """A redis:// URL without a socket timeout gets 2 s (the client's own is 30 s: a thread stuck that long on a
+    frozen server is a thread the store's deadline gave up on, but still held)."""
+    if not isinstance(location, str) or not is_redis_url(location) or "socket_timeout=" in location:
+        return location
+    return f"{location}{'&' if '?' in location else '?'}socket_timeout=2"
 
 
 def _load_encoder(run_dir: Path, store_name: str | None, ident: str | None) -> TextEncoder | None:

@@ -35,7 +35,7 @@ def rank_request_model(settings: ServeSettings) -> type[BaseModel]:
     class RankRequest(BaseModel):
         """Rank ``candidates`` for ``user_id`` in the real-time ``scene``."""
 
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{
             "user_id": 7, "scene": {"weather": "typhoon", "hour": 12, "time_slot": "lunch"},
             "candidates": [3, 5, 8], "top_k": 2}]})
 
@@ -46,8 +46,8 @@ def rank_request_model(settings: ServeSettings) -> type[BaseModel]:
             "encoded by the frozen LLM once and cached; a feature the model does not have is a 422.")
         candidates: list[Id] = Field(min_length=1, max_length=settings.max_candidates,
                                      description="Shop ids to rank, all scored in one batched forward.")
-        top_k: int | None = Field(None, ge=1, le=settings.max_candidates,
-                                  description="Return only the best k (default: all).")
+        top_k: Annotated[StrictInt, Field(ge=1, le=settings.max_candidates)] | None = Field(
+            None, description="Return only the best k (default: all); an integer (not \"2\", 2.0 or true).")
 
     return RankRequest
 
@@ -64,12 +64,15 @@ class RankResponse(BaseModel):
     unknown_user: bool
     unknown_shops: int = Field(description="Candidates scored with the out-of-vocabulary shop embedding.")
     scene_sources: dict[str, str] = Field(
-        description="Where each scene feature's LLM vector came from: table | cache | store | encoded | fallback "
-        "(the unknown row, after an LLM timeout or error) | missing (not in the request: the unknown row).")
+        description="Where each scene feature's LLM vector came from: table | cache | store | encoded | pending "
+        "(never seen: answered with the unknown row now, encoded in the background for later requests) | "
+        "fallback (the unknown row: encode queue full, no encoder, a cap reached) | missing (not in the request).")
 
 
 class Health(BaseModel):
-    status: str = Field(description="ok | loading | error")
+    status: str = Field(description="ok | degraded (200: the store is slow or down, or new vectors are not being "
+                        "written; requests are still answered from the cache and the fallback) | loading | error")
+    degraded: list[str] | None = Field(None, description="Why the server is degraded.")
     model: str | None = None
     version: str | None = None
     backend: str | None = None
@@ -79,3 +82,63 @@ class Health(BaseModel):
 class ErrorBody(BaseModel):
     detail: str | list = Field(description="What is wrong: a message, or the validation errors (loc, msg, type).")
     message: str | None = Field(None, description="The first problem, as one line.")
+
+
+# ---------------------------------------------------------------------------- the scene explorer's read-only endpoints
+
+
+class UserInfo(BaseModel):
+    user_id: int | str
+    home_district: str | None = None
+    work_district: str | None = None
+    profile: str | None = None
+
+
+class UserList(BaseModel):
+    users: list[UserInfo]
+    total: int = Field(description="Users matching the query (only the first `limit` are listed).")
+
+
+class ShopInfo(BaseModel):
+    shop_id: int | str
+    name: str | None = None
+    category: str | None = None
+    district: str | None = None
+    price_level: int | None = None
+
+
+class ShopList(BaseModel):
+    shops: list[ShopInfo]
+    total: int
+
+
+class SceneFeatureInfo(BaseModel):
+    name: str
+    kind: str = Field(description="str | int | float | bool")
+    template: str = Field(description="How a value is rendered into the text the LLM encodes.")
+    doc: str = ""
+    values: list[str] = Field(description="Values the model was trained with (canonical strings).")
+    range: list[float] | None = Field(None, description="[lo, hi] a numeric value must fall in (422 outside).")
+
+
+class SceneFeatures(BaseModel):
+    model: str
+    version: str
+    scene_encoder: str | None = Field(description="per_feature models encode each feature; whole_text one text.")
+    features: list[SceneFeatureInfo]
+    example: dict[str, str | int | float | bool] = Field(default_factory=dict,
+                                                           description="A scene of the run's data (the page starts there).")
+
+
+class Neighbour(BaseModel):
+    value: str
+    similarity: float = Field(description="Cosine similarity of the standardised LLM vectors.")
+
+
+class Neighbours(BaseModel):
+    feature: str
+    value: str
+    source: str = Field(description="Where the value's vector came from (as in RankResponse.scene_sources); "
+                        "pending: being encoded now, ask again shortly.")
+    known: bool = Field(description="The model was trained with this value.")
+    neighbours: list[Neighbour] = Field(description="Nearest values the model was trained with, most similar first.")
