@@ -15,7 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from larr.config import load_config
-from larr.embed import load_encoder
+from larr.encoders import load_encoder
 from larr.serve.app import create_app
 from larr.serve.ranker import Ranker
 from larr.serve.settings import ServeSettings
