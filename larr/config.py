@@ -298,6 +298,9 @@ class ExperimentConfig(_Strict):
         "'untuned' stand in before a stage-2 model exists.")
     workers: int = Field(2, ge=1, description="(model, seed) runs trained in parallel processes (1 thread each).")
     reuse: bool = Field(True, description="Keep finished runs in RUN_DIR/stage3 whose config and data match.")
+    rare_below: int = Field(
+        20, ge=1, description="The rare slice: rows (without a never-seen value) whose rarest scene value has fewer "
+        "than this many train rows (larr.rec.slices); every metric is reported on all / unseen / rare / frequent.")
 
 
 SweepParam = Literal["align_temperature", "align_weight", "scene_layers", "scene_size"]
