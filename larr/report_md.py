@@ -51,7 +51,7 @@ def ctr_table(rows: dict[str, dict]) -> str:
     return table(head, cells)
 
 
-def _interval(e: dict) -> str:
+def interval_cell(e: dict) -> str:
     if e.get("mean") is None:
         return "n/a"
     text = f"{e['mean']:+.4f}" + (f" [{e['lo']:+.4f}, {e['hi']:+.4f}]" if e.get("lo") is not None else "")
@@ -67,7 +67,7 @@ def paired_tables(paired: dict, rows: list[str]) -> list[str]:
         names = [r for r in rows if r in entries] + sorted(set(entries) - set(rows))
         out += [f"### Δ AUC vs `{ref}`, paired by seed", "",
                 table(["model", *(k for k, _ in PAIRED_KEYS)],
-                      [[f"`{n}`", *(_interval(entries[n][k]) for _, k in PAIRED_KEYS)] for n in names]), "",
+                      [[f"`{n}`", *(interval_cell(entries[n][k]) for _, k in PAIRED_KEYS)] for n in names]), "",
                 "Per seed (test):", "",
                 table(["model", *(k for k, _ in PAIRED_KEYS[:4])],
                       [[f"`{n}`", *(", ".join(f"{d:+.4f}" for d in entries[n][k]["deltas"]) or "n/a"
