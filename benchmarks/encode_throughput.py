@@ -8,7 +8,7 @@ backbone in raw last-token mode; ``--model DIR`` for a stage-2 folder) at batch 
                        longest text of each batch, with the attention mask (what one writes first);
 * HF bucketed        — ``Encoder(packed=False)``: sorted by length, batched with neighbours (~10%
                        padding), no attention mask (exact for a causal model), inference mode;
-* packed float32     — ``larr.Encoder`` (the default path): :class:`larr.llm.encode.PackedDecoder`,
+* packed float32     — ``larr.Encoder`` (the default path): :class:`larr.llm.packed.PackedDecoder`,
                        matmuls over real tokens only, fused projections, last layer at the pooled
                        position only; the same vectors as the HF forward to float tolerance;
 * packed bfloat16    — the same with ``dtype="bfloat16"`` GEMMs (float32 residual stream/norms);
@@ -54,7 +54,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from larr.llm.encode import Encoder, EmbeddingModel  # noqa: E402
+from larr.llm.embedding_model import EmbeddingModel  # noqa: E402
+from larr.llm.encode import Encoder  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- peak

@@ -25,7 +25,8 @@ from larr import layout
 from larr.config import load_config
 from larr.io import atomic_write_text
 from larr.rec.paired import paired_table
-from larr.report_md import PAIRED_KEYS, REFERENCE, interval_cell, ordered_rows, table
+from larr.rec.rows import REFERENCE
+from larr.report_md import PAIRED_KEYS, interval_cell, ordered_rows, table
 
 
 def run_world(root: Path, world: int, preset: str, config: str, overrides: list[str]) -> Path:

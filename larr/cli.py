@@ -18,6 +18,8 @@ from larr import layout
 from larr.config import Config, load_config, save_config
 from larr.display import world_table
 from larr.errors import LarrError
+from larr.rec.rows import ROWS
+from larr.serve.settings import API_KEY_ENV, ServeSettings
 
 app = typer.Typer(
     help="LARR: LLM-aided real-time scene recommendation. Stages: data → corpus → pretrain → "
@@ -200,8 +202,7 @@ def embed(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: Set
 @app.command()
 def train(
     out: OutOpt,
-    model: Annotated[str, typer.Option("--model", "-m", help="Row of the comparison: base, base_scene_ids, larr, "
-                                       "larr_noimpute, larr_meanpool, larr_noalign, larr_untuned_llm, generic_text, whole_text.")],
+    model: Annotated[str, typer.Option("--model", "-m", help=f"Row of the comparison: {', '.join(ROWS)}.")],
     seed: Annotated[int, typer.Option(help="Seed of the model init and batch order.")] = 0,
     data: DataOpt = None,
     config: ConfigOpt = None,
@@ -293,11 +294,11 @@ def serve(
                                                  "redis://host:port/db?namespace=NS (default: the store the "
                                                  "model's vectors came from, RUN_DIR/embeddings/<encoder>).")] = None,
     data: DataOpt = None,
-    max_candidates: Annotated[int, typer.Option(min=1, help="Most candidates per request.")] = 1000,
-    max_body_kb: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413.")] = 256,
+    max_candidates: Annotated[int, typer.Option(min=1, help="Most candidates per request.")] = ServeSettings.max_candidates,
+    max_body_kb: Annotated[int, typer.Option(min=1, help="Larger request bodies get 413.")] = ServeSettings.max_body_bytes // 1024,
     encode_timeout: Annotated[float, typer.Option(min=0.0, help="Seconds a request waits for the LLM to encode "
-                                                  "a new scene value before using the unknown row.")] = 1.0,
-    threads: Annotated[int, typer.Option(min=1, help="torch/onnxruntime threads per worker.")] = 1,
+                                                  "a new scene value before using the unknown row.")] = ServeSettings.encode_timeout_s,
+    threads: Annotated[int, typer.Option(min=1, help="torch/onnxruntime threads per worker.")] = ServeSettings.threads,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log); /metrics counts "
                                              "them either way.")] = True,
 ) -> None:
@@ -319,7 +320,7 @@ def serve(
         read_export(run, model)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding {host}: reachable from other machines"
-                      + ("" if os.environ.get("LARR_API_KEY") else " and LARR_API_KEY is not set"))
+                      + ("" if os.environ.get(API_KEY_ENV) else f" and {API_KEY_ENV} is not set"))
     settings = {"max_candidates": max_candidates, "max_body_bytes": max_body_kb * 1024,
                 "encode_timeout_s": encode_timeout, "threads": threads}
     run_server(run, model, backend, store, data, host, port, workers, settings, access_log=access_log)

@@ -8,12 +8,14 @@ nothing. The config actually used is saved into the run directory with :func:`sa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from larr.errors import LarrError
+from larr.rec.backbones import check_backbone
+from larr.rec.rows import LARR_STORE_ROWS, ROWS
 
 
 class _Strict(BaseModel):
@@ -53,8 +55,9 @@ class PretrainConfig(_Strict):
     """Stage 1: continual pretraining (next-token loss on packed corpus blocks).
 
     Defaults are sized for the demo world on 2 CPU cores (SmolLM2-135M, bf16 autocast): 30 steps ×
-    4 blocks × 256 tokens ≈ 31k tokens; measured on an idle 2-core AVX512-BF16 machine: 160 s of
-    training (192 tok/s), 200 s for the whole command, held-out ppl 219.8 → 22.9 (-90%).
+    4 blocks × 256 tokens ≈ 31k tokens, a few minutes there, and most of the held-out perplexity
+    drop already (each run records ``train_seconds``, ``tokens_per_second`` and ``ppl_before`` /
+    ``ppl_after`` in report.json ``stage1``).
     LoRA vs full at 30 steps on that corpus: LoRA lr 2e-3 → ppl 22.6, full lr 3e-4 → 25.4
     (LoRA lr 1e-3 → 48.6); per step LoRA costs 0.9-1.15x a full step on CPU (the backward pass
     through the frozen base is still paid, LoRA adds its own small matmuls), so the drop per
@@ -84,7 +87,7 @@ class PretrainConfig(_Strict):
     epochs: float = Field(1.0, gt=0.0, description="Passes over the packed corpus (used only when max_steps is null).")
     max_steps: int | None = Field(
         30, ge=1, description="Optimizer steps; overrides epochs. 30 fits the demo's CPU time budget (one "
-        "epoch of the demo corpus would be ~250 steps, ~25 min on 2 cores); null = train by epochs."
+        "epoch of the demo corpus is ~8x as many steps); null = train by epochs."
     )
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
     checkpoint_every: int = Field(10, ge=1, description="Optimizer steps between checkpoints in RUN_DIR/stage1_ckpt.")
@@ -103,6 +106,15 @@ class PretrainConfig(_Strict):
 
 
 PAIR_WEIGHTS = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0}  # stage-2 defaults
+
+
+EncoderName = Literal["larr", "untuned", "minilm"]
+"""Frozen text encoders of the embed stage: ``larr`` = the stage-2 model (RUN_DIR/stage2), ``untuned`` =
+the backbone ``llm.model`` in raw last-token mode, ``minilm`` = all-MiniLM-L6-v2 (generic sentence encoder).
+How each is found and loaded: ``larr.encoders.REGISTRY``."""
+ENCODERS: tuple[str, ...] = get_args(EncoderName)
+EvalEncoderName = Literal[EncoderName, "stage1"]
+"""The stage-2 evaluation's encoders: those of the embed stage plus ``stage1`` (RUN_DIR/stage1, raw last-token)."""
 
 
 class ContrastiveConfig(_Strict):
@@ -189,19 +201,13 @@ class ContrastiveConfig(_Strict):
         "held-out target plus a seeded sample of the others.",
     )
     evaluate: bool = Field(True, description="Run the stage-2 evaluation (4 models) at the end of `larr contrastive`.")
-    eval_models: list[Literal["untuned", "stage1", "minilm", "larr"]] = Field(
+    eval_models: list[EvalEncoderName] = Field(
         ["untuned", "stage1", "minilm", "larr"], description="Encoders scored by the stage-2 evaluation."
     )
     eval_dtype: Literal["float32", "bfloat16"] = Field(
         "bfloat16", description="Precision of the LLM encoders during evaluation (bf16: ~2x faster on CPU; "
         "rankings match float32 closely).",
     )
-
-
-ENCODERS = ("larr", "untuned", "minilm")
-"""Frozen text encoders of the embed stage: ``larr`` = the stage-2 model (RUN_DIR/stage2), ``untuned`` =
-the backbone ``llm.model`` in raw last-token mode, ``minilm`` = all-MiniLM-L6-v2 (generic sentence encoder)."""
-EncoderName = Literal["larr", "untuned", "minilm"]
 
 
 class EmbedConfig(_Strict):
@@ -224,15 +230,19 @@ class EmbedConfig(_Strict):
         "store's encoder identity, so one store never mixes precisions.")
 
 
+BackboneName = Annotated[str, AfterValidator(check_backbone)]
+"""A name of :data:`larr.rec.backbones.BACKBONES`."""
+
+
 class RecConfig(_Strict):
-    """Stage-3 hyper-parameters. The ablations of the paper are points in this space (``larr.rec.models.VARIANTS``).
+    """Stage-3 hyper-parameters. The ablations of the paper are points in this space (``larr.rec.rows.ROWS``).
 
     Defaults were chosen on the *valid* split of the demo world (never on test), within the time
     budget of the full comparison (8 rows × 3 seeds) on 2 CPU cores.
     """
 
     embed_dim: int = Field(8, ge=1, description="Size of every field embedding.")
-    backbone: Literal["dnn", "dcnv2"] = "dcnv2"
+    backbone: BackboneName = Field("dcnv2", description="CTR backbone (larr.rec.backbones.BACKBONES).")
     hidden: list[int] = Field([128, 64], description="Deep (MLP) layer sizes of the backbone.")
     cross_layers: int = Field(2, ge=0, description="DCNv2 cross layers.")
     dcn_structure: Literal["parallel", "stacked"] = "parallel"
@@ -255,7 +265,7 @@ class RecConfig(_Strict):
         "scene encoder memorised whole scenes and valid AUC fell by ~0.007).")
     llm_standardize: bool = Field(
         True, description="Centre each scene feature's LLM vectors and scale them to unit mean norm "
-        "(their shared component otherwise drowns the differences; see train.standardize_table).")
+        "(their shared component otherwise drowns the differences; see SceneTable.standardize).")
     scene_lr_scale: float = Field(0.1, gt=0.0, description="Learning rate of the scene encoder ÷ that of the rest.")
     align_dim: int = Field(32, ge=1, description="Space in which scene and collaborative vectors are compared.")
     align_temperature: float = Field(0.1, gt=0.0)
@@ -288,13 +298,11 @@ class RecConfig(_Strict):
 class ExperimentConfig(_Strict):
     """The stage-3 comparison (`larr evaluate`): every row on the same split, seeds, epochs and sizes."""
 
-    models: list[str] = Field(
-        ["base", "base_scene_ids", "larr", "larr_noimpute", "larr_meanpool", "larr_noalign", "larr_untuned_llm",
-         "generic_text", "whole_text"], description="Rows of the table (names: larr.rec.train.MODELS).")
+    models: list[str] = Field(list(ROWS), description="Rows of the table (names: larr.rec.rows.ROWS).")
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="Each row is trained once per seed (mean ± std).")
-    backbone: Literal["dnn", "dcnv2"] | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
+    backbone: BackboneName | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
     larr_encoder: EncoderName = Field(
-        "larr", description="Store the LARR rows read (larr, larr_meanpool, larr_noalign, whole_text); 'minilm' or "
+        "larr", description=f"Store the LARR rows read ({', '.join(LARR_STORE_ROWS)}); 'minilm' or "
         "'untuned' stand in before a stage-2 model exists.")
     workers: int = Field(2, ge=1, description="(model, seed) runs trained in parallel processes (1 thread each).")
     reuse: bool = Field(True, description="Keep finished runs in RUN_DIR/stage3 whose config and data match.")
@@ -333,7 +341,7 @@ class SweepConfig(_Strict):
     workers: int = Field(2, ge=1, description="Runs trained in parallel processes (1 thread each).")
     in_demo: bool = Field(
         False, description="`larr demo` runs the sweep after the comparison. Off by default: on the demo world "
-        "the full grid is 11 new runs, ~9 min with 2 workers on 2 CPU cores (configs/demo.yaml); quick.yaml turns "
+        "the full grid is 11 new runs (configs/demo.yaml), each a full stage-3 training; quick.yaml turns "
         "it on with one extra value per parameter.")
 
 

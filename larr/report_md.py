@@ -15,8 +15,8 @@ from typing import Any
 
 from larr.config import SWEEP_PARAMS
 from larr.display import fmt, mean_pm, row_pm
+from larr.rec.rows import REFERENCE
 
-REFERENCE = "base_scene_ids"  # the ID baseline every LLM row must beat (Δ columns, sweep plots)
 CTR_COLUMNS = (("AUC", "auc"), ("GAUC", "gauc"), ("logloss", "logloss"), ("AUC unseen", "auc_unseen"),
                ("AUC rare", "auc_rare"), ("AUC frequent", "auc_frequent"), ("valid AUC", "valid_auc"),
                ("valid unseen", "valid_auc_unseen"), ("valid rare", "valid_auc_rare"))

@@ -133,3 +133,22 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def fresh_redis_url(redis_url: str) -> str:
     """``redis_url`` with a namespace of its own, so one test never sees another's keys."""
     return f"{redis_url}?namespace=test-{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------- stage 3
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> Path:
+    """The quick world (≈20k rows) plus stub per-feature and whole-scene vectors as the 'minilm' store."""
+    from larr import embed
+    from larr.config import load_config
+    from larr.data.synth import generate
+    from test_embed import StubEncoder
+
+    run = tmp_path_factory.mktemp("run")
+    generate(run / "data", preset="quick", seed=0, progress=False)
+    cfg = load_config(None, ["device=cpu", "embed.encoders=[minilm]", "embed.whole_scene=[minilm]",
+                             "embed.shops=none"])
+    embed.run(cfg, run, encoders={"minilm": StubEncoder("stub:1", dim=8)}, log=lambda m: None)
+    return run

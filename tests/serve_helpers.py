@@ -29,7 +29,7 @@ def build_run(root: Path) -> Path:
     from larr.config import load_config, save_config
     from larr.data.synth import generate
     from larr.llm.backbone import make_tiny_model
-    from larr.llm.encode import EmbeddingModel
+    from larr.llm.embedding_model import EmbeddingModel
     from larr.rec.train import train_model
 
     run = root / "run"

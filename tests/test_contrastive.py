@@ -12,7 +12,8 @@ import torch
 from larr.config import load_config
 from larr.llm import contrastive as C
 from larr.llm import evaluate as E
-from larr.llm.encode import EmbeddingModel, Encoder
+from larr.llm.embedding_model import EmbeddingModel
+from larr.llm.encode import Encoder
 from larr.llm.pairs import build_pairs
 from test_pairs import write_world
 
@@ -132,7 +133,7 @@ def test_run_writes_stage2_folder_and_report(tmp_path: Path, tiny_lm: Path) -> N
     from larr.report import read_report
 
     run_dir = tmp_path / "run"
-    data_dir = write_world(run_dir / "data")
+    write_world(run_dir / "data")
     cfg = load_config(None, [
         f"llm.model={tiny_lm}", "device=cpu", "contrastive.max_steps=5", "contrastive.batch_size=4",
         "contrastive.max_length=32", "contrastive.scene_in_user_text=true", "contrastive.heldout_frac=0.2",
@@ -188,10 +189,6 @@ def test_scene_semantics_rewards_attribute_aligned_embeddings(tmp_path: Path) ->
     assert E.scene_semantics(table, rng.normal(size=(len(table), 8))).pooled < 0.9
     same = E.scene_semantics(table, np.ones((len(table), 3)))  # full anisotropy
     assert same.mean_cosine == pytest.approx(1.0) and same.pooled is None
-
-
-def test_strip_field_tags_for_minilm() -> None:
-    assert E.strip_field_tags("<shop_name>A</shop_name><category>hotpot</category>") == "A. hotpot."
 
 
 def test_unseen_scene_scores_check_the_nearest_seen_value(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ import pytest
 
 from larr import embed
 from larr.config import load_config
-from larr.rec.features import spec_from_data
+from larr.data.scene import scene_key, shop_key, whole_scene_key
+from larr.rec.features import build_spec, load_frame
 from larr.report import read_report
-from larr.store import DiskStore, scene_key, shop_key, whole_scene_key
+from larr.store import DiskStore
 
 
 class StubEncoder:
@@ -38,7 +39,7 @@ def test_each_distinct_text_encoded_once_then_cached(tiny_data, tmp_path):
     run = tmp_path / "run"
     enc = StubEncoder()
     result = embed.run(_cfg("embed.shops=all"), run, data_dir=tiny_data, encoders={"larr": enc}, log=lambda m: None)
-    spec = spec_from_data(tiny_data)
+    spec = build_spec(*load_frame(tiny_data))
     # 2 weather + 2 hour values, 2 whole scenes, 2 shops: each text exactly once
     assert len(enc.calls) == len(set(enc.calls)) == 4 + 2 + 2
     assert "weather: heatwave" in enc.calls and spec.whole_texts[0] in enc.calls

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from larr.llm.backbone import make_tiny_model
-from larr.llm.encode import EMB_TOKEN, EmbeddingModel, Encoder, length_buckets
+from larr.llm.embedding_model import EmbeddingModel
+from larr.llm.encode import Encoder, length_buckets
+from larr.llm.tokens import EMB_TOKEN
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -205,9 +207,25 @@ def test_dtype_resolution():
 
 
 def test_packed_supports_only_llama_family(gqa_dir):
-    from larr.llm.encode import PackedDecoder
+    from larr.llm.packed import PackedDecoder
 
     model = EmbeddingModel.from_causal_lm_folder(gqa_dir, head_dim=None)
     assert PackedDecoder.supports(model.base)
     model.base.config.hidden_act = "gelu"
     assert not PackedDecoder.supports(model.base)
+
+
+def test_attend_last_equals_causal_attention_at_the_last_position():
+    """The one last-position attention (encoder's final layer and stage-2 training) == causal SDPA
+    read at each row's last position, with grouped-query heads and rows of different lengths."""
+    import torch.nn.functional as F
+
+    from larr.llm.packed import attend_last
+
+    torch.manual_seed(0)
+    b, heads, kv_heads, t, d = 3, 4, 2, 7, 8
+    q, k, v = torch.randn(b, heads, t, d), torch.randn(b, kv_heads, t, d), torch.randn(b, kv_heads, t, d)
+    last, rows = torch.tensor([6, 2, 4]), torch.arange(b)
+    full = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3, enable_gqa=True)
+    expected = full[rows, :, last].reshape(b, -1)
+    torch.testing.assert_close(attend_last(q[rows, :, last], k, v, last, 0.3), expected, atol=1e-6, rtol=0)

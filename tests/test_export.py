@@ -12,7 +12,7 @@ import torch
 
 from larr.cli import main
 from larr.config import load_config
-from larr.embed import load_encoder
+from larr.encoders import load_encoder
 from larr.layout import export_dir
 from larr.serve.artifacts import EXPORT_META, ServeError, read_export
 from larr.serve.export import export_onnx

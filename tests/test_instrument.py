@@ -69,9 +69,13 @@ class _Spec:
     scene_names = ["weather"]
     scene_values = {"weather": ["rain", "sun", "typhoon"]}
 
-    @staticmethod
-    def scene_offsets():
-        return {"weather": 1}
+    scene_texts = {"weather": ["weather: rain", "weather: sun", "weather: typhoon"]}
+
+    @classmethod
+    def scene_table(cls):
+        from larr.rec.scene_table import SceneTable
+
+        return SceneTable.per_feature(cls.scene_names, cls.scene_values, cls.scene_texts)
 
 
 def test_per_value_table_scores_each_never_seen_value_and_band():

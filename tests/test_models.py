@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from larr.data.schema import SceneFeature, read_scene_features, write_dataset_meta
-from larr.rec.features import Batches, FeatureSpec, build_features, scene_matrix, scene_texts, whole_matrix
+from larr.rec.features import Batches, FeatureSpec, build_features
 from larr.rec.models import (
-    VARIANTS,
     CTRModel,
     ModelDims,
     RecConfig,
@@ -25,6 +24,7 @@ from larr.rec.models import (
     predict,
     save_model,
 )
+from larr.rec.rows import ROWS
 from larr.store import DiskStore
 
 torch.set_num_threads(1)
@@ -68,14 +68,14 @@ def test_scene_table_covers_all_splits(tiny_data):
     spec, splits = build_features(_tiny(tiny_data))
     assert spec.scene_values == {"weather": ["heatwave", "heavy rain"], "hour": ["12", "19"], "temp": ["21.5", "35.0"]}
     assert spec.scene_texts["temp"] == ["temperature: 22 °C", "temperature: 35 °C"]  # rendered from raw floats
-    keys = spec.scene_keys()
+    keys = spec.scene_table().keys
     assert keys[:2] == ["scene/weather/heatwave", "scene/weather/heavy rain"] and len(keys) == 6
     rows = splits["test"]["scene"]  # never 0: unseen values have LLM vectors
     assert [keys[i - 1] for i in rows[0].tolist()] == ["scene/weather/heatwave", "scene/hour/19", "scene/temp/35.0"]
     assert spec.whole_texts == ["weather: heatwave; hour: 19:00; temperature: 35 °C",
                                 "weather: heavy rain; hour: 12:00; temperature: 22 °C"]
     assert splits["test"]["whole"].tolist() == [1, 1, 1] and splits["train"]["whole"].tolist() == [2, 2]
-    texts = scene_texts(spec)
+    texts = {**spec.scene_table().key_texts(), **spec.scene_table(whole=True).key_texts()}
     assert texts["scene/hour/19"] == "hour: 19:00" and len(texts) == 8
     assert spec.buckets["temp"] and spec.field_names[-1] == "scene:temp"
 
@@ -101,11 +101,11 @@ def test_shapes_spec_round_trip_and_llm_tables(tiny_data, tmp_path):
     spec.save(tmp_path / "features.json")
     assert FeatureSpec.load(tmp_path / "features.json") == spec
     store = DiskStore(tmp_path / "emb")
-    texts = scene_texts(spec)
+    texts = {**spec.scene_table().key_texts(), **spec.scene_table(whole=True).key_texts()}
     store.put_many({k: np.full(5, i, np.float32) for i, k in enumerate(texts)})
-    table = scene_matrix(spec, store)
-    assert table.shape == (spec.scene_table_size, 5) and table[0].abs().sum() == 0 and table[1, 0] == 0
-    assert whole_matrix(spec, store).shape == (3, 5)
+    table = spec.scene_table().matrix(store)
+    assert table.shape == (spec.scene_table().size, 5) and table[0].abs().sum() == 0 and table[1, 0] == 0
+    assert spec.scene_table(whole=True).matrix(store).shape == (3, 5)
 
 
 def test_batches_are_seeded_and_cover_every_row():
@@ -180,7 +180,7 @@ def _model(**over):
 
 @pytest.mark.parametrize("backbone,structure", [("dnn", "parallel"), ("dcnv2", "parallel"), ("dcnv2", "stacked")])
 def test_backbones_learn_a_separable_problem(backbone, structure):
-    model = _model(backbone=backbone, dcn_structure=structure, **VARIANTS["base_scene_ids"])
+    model = _model(backbone=backbone, dcn_structure=structure, **ROWS["base_scene_ids"].overrides)
     batch = _batch(256)
     out = model(batch)
     assert out.logit.shape == (256,) and out.scene is None
@@ -193,12 +193,12 @@ def test_backbones_learn_a_separable_problem(backbone, structure):
     assert ctr_loss(model(batch), batch, model.cfg)[0].item() < 0.5 * before
 
 
-@pytest.mark.parametrize("variant", ["base", "larr", "larr_meanpool", "larr_whole_text", "larr_no_align"])
+@pytest.mark.parametrize("variant", ["base", "larr", "larr_meanpool", "whole_text", "larr_noalign"])
 def test_variants_forward(variant):
-    model = _model(**VARIANTS[variant])
+    model = _model(**ROWS[variant].overrides)
     out = model(_batch(16))
     assert out.logit.shape == (16,)
-    aligning = variant in ("larr", "larr_meanpool", "larr_whole_text")
+    aligning = variant in ("larr", "larr_meanpool", "whole_text")
     assert (out.scene is not None) == aligning and (out.collab is not None) == aligning
     if aligning:
         assert out.scene.shape == out.collab.shape == (16, 8)
@@ -206,11 +206,11 @@ def test_variants_forward(variant):
     assert n_x == (4 if variant == "base" else 7)
     if aligning:
         assert model.collab_fields == [0, 4, 5, 6]  # user_id + scene ID fields, never item fields
-        assert _model(**VARIANTS[variant], align_with="user").collab_fields == [0]
+        assert _model(**ROWS[variant].overrides, align_with="user").collab_fields == [0]
 
 
 def test_llm_table_is_a_frozen_buffer():
-    model = _model(**VARIANTS["larr"])
+    model = _model(**ROWS["larr"].overrides)
     assert "scene_llm" in dict(model.named_buffers()) and "scene_llm" in model.state_dict()
     assert all(p is not model.scene_llm for p in model.parameters())
     batch = _batch(32)
@@ -222,7 +222,7 @@ def test_llm_table_is_a_frozen_buffer():
 
 
 def test_raw_llm_vectors_override_the_table_and_dedup_is_exact():
-    model = _model(**VARIANTS["larr"]).eval()
+    model = _model(**ROWS["larr"].overrides).eval()
     batch = _batch(8)
     batch["scene"] = batch["scene"][torch.arange(8) // 2]  # pairs share a scene, encoded once
     raw = dict(batch, scene_llm=model.scene_llm[batch["scene"]])
@@ -238,7 +238,7 @@ def _imputing_model(**over):
     table[3] = 5 * table[2] + 0.01 * torch.randn(12)  # the unseen value "means" what seen ID 2 means
     torch.manual_seed(0)
     cfg = RecConfig(embed_dim=8, hidden=[32, 16], scene_dim=16, scene_heads=2, scene_size=8, align_dim=8,
-                    dropout=0.0, **{**VARIANTS["larr"], **over})
+                    dropout=0.0, **{**ROWS["larr"].overrides, **over})
     return CTRModel(cfg, dims, table).eval()
 
 
@@ -273,7 +273,7 @@ def test_imputation_leaves_seen_ids_and_bucketed_features_alone():
 
 def test_save_load_identical_predictions(tmp_path):
     spec = FeatureSpec([], [], {}, {}, [])
-    model = _model(**VARIANTS["larr"]).eval()
+    model = _model(**ROWS["larr"].overrides).eval()
     tensors = _batch(50, seed=1)
     save_model(model, spec, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "features.json", "model.safetensors"]

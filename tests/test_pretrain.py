@@ -5,7 +5,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 

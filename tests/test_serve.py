@@ -16,7 +16,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from larr.config import load_config
-from larr.embed import load_encoder
+from larr.encoders import load_encoder
 from larr.rec.models import load_model, predict
 from larr.rec.train import load_features
 from larr.serve.app import create_app

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import larr.store.disk as disk
-from larr.store import DiskStore, EmbeddingStore, StoreError, open_store, scene_key, stack_vectors
+from larr.data.scene import scene_key
+from larr.store import DiskStore, EmbeddingStore, StoreError, open_store, stack_vectors
 
 
 def _vecs(n: int, dim: int = 4, seed: int = 0) -> dict[str, np.ndarray]:

@@ -8,14 +8,14 @@ from larr.config import SWEEP_PARAMS
 from larr.errors import LarrError
 from larr.rec import experiment, sweep
 from larr.report import read_report, update_report
-from test_train import TINY_REC, _cfg, quick_run  # noqa: F401  (quick_run is a fixture)
+from rec_helpers import rec_cfg
 
 TINY_GRIDS = ["sweep.align_temperature=[0.05]", "sweep.align_weight=[0.0, 0.3]", "sweep.scene_layers=[1, 2]",
               "sweep.scene_size=[4]", "sweep.workers=1", "rec.epochs=1"]
 
 
 def _sweep_cfg(*overrides: str):
-    return _cfg(*TINY_GRIDS, *overrides)  # rec (TINY_REC): τ 0.1, λ 0.1, 1 layer, s 8
+    return rec_cfg(*TINY_GRIDS, *overrides)  # rec (TINY_REC): τ 0.1, λ 0.1, 1 layer, s 8
 
 
 def _changed(a, b) -> set[str]:

@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from larr import embed
-from larr.config import load_config
 from larr.rec import experiment
 from larr.rec.models import CTRModel, ModelDims, load_model, predict, save_model
+from larr.rec.rows import ROWS
 from larr.rec.train import (
-    MODELS,
     RequestBatches,
     TrainError,
     evaluate_split,
@@ -24,31 +22,9 @@ from larr.rec.train import (
     train_model,
 )
 from larr.report import read_report
-from test_embed import StubEncoder
+from rec_helpers import TINY_REC, rec_cfg
 
 torch.set_num_threads(1)  # tiny models; more threads only contend (and spin) on a shared machine
-
-TINY_REC = ["rec.embed_dim=4", "rec.hidden=[16]", "rec.cross_layers=1", "rec.scene_dim=8", "rec.scene_heads=2",
-            "rec.scene_layers=1", "rec.scene_size=8", "rec.align_dim=8", "rec.batch_size=512", "rec.lr=1e-2",
-            "rec.epochs=2", "rec.threads=1", "rec.patience=5"]
-
-
-def _cfg(*overrides: str):
-    return load_config(None, ["device=cpu", "experiment.larr_encoder=minilm", *TINY_REC, *overrides])
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> Path:
-    """The quick world (≈20k rows) plus stub per-feature and whole-scene vectors as the 'minilm' store."""
-    from larr.data.synth import generate
-
-    run = tmp_path_factory.mktemp("run")
-    generate(run / "data", preset="quick", seed=0, progress=False)
-    cfg = load_config(None, ["device=cpu", "embed.encoders=[minilm]", "embed.whole_scene=[minilm]",
-                             "embed.shops=none"])
-    embed.run(cfg, run, encoders={"minilm": StubEncoder("stub:1", dim=8)}, log=lambda m: None)
-    return run
-
 
 def _model(cfg, run: Path, name: str, seed: int = 0) -> tuple[CTRModel, dict]:
     rec, store = model_setup(cfg, name)
@@ -72,7 +48,7 @@ def test_request_batches_keep_requests_together_and_are_seeded():
 
 
 def test_training_lowers_validation_logloss(quick_run):
-    cfg = _cfg()
+    cfg = rec_cfg()
     model, splits = _model(cfg, quick_run, "base_scene_ids")
     before = evaluate_split(model, splits["valid"])["logloss"]
     result = fit(model, model.cfg, splits, seed=0)
@@ -82,7 +58,7 @@ def test_training_lowers_validation_logloss(quick_run):
 
 
 def test_frozen_llm_vectors_get_no_gradient(quick_run):
-    cfg = _cfg()
+    cfg = rec_cfg()
     model, splits = _model(cfg, quick_run, "larr")
     frozen = model.scene_llm.clone()
     assert all(p is not model.scene_llm for p in model.parameters()) and not model.scene_llm.requires_grad
@@ -99,7 +75,7 @@ def test_frozen_llm_vectors_get_no_gradient(quick_run):
 
 
 def test_resume_matches_uninterrupted(quick_run, tmp_path):
-    cfg = _cfg("rec.epochs=3")
+    cfg = rec_cfg("rec.epochs=3")
     straight, splits = _model(cfg, quick_run, "larr")
     fit(straight, straight.cfg, splits, seed=0, ckpt_dir=tmp_path / "a")
 
@@ -119,13 +95,13 @@ def test_resume_matches_uninterrupted(quick_run, tmp_path):
     assert result.state.epoch == 3 and [r["epoch"] for r in result.state.history] == [1, 2, 3]
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k
-    other, _ = _model(_cfg("rec.epochs=3", "rec.lr=0.5"), quick_run, "larr")
+    other, _ = _model(rec_cfg("rec.epochs=3", "rec.lr=0.5"), quick_run, "larr")
     with pytest.raises(TrainError, match="another config"):
         fit(other, other.cfg, splits, seed=0, ckpt_dir=tmp_path / "b", resume=True)
 
 
 def test_saved_model_reloads_to_identical_predictions(quick_run, tmp_path):
-    cfg = _cfg("rec.epochs=1")
+    cfg = rec_cfg("rec.epochs=1")
     model, splits = _model(cfg, quick_run, "larr_meanpool")
     fit(model, model.cfg, splits, seed=0)
     spec, _, _ = load_features(quick_run)
@@ -135,7 +111,7 @@ def test_saved_model_reloads_to_identical_predictions(quick_run, tmp_path):
 
 
 def test_train_model_writes_model_metrics_and_logs(quick_run):
-    m = train_model(_cfg("rec.epochs=1"), quick_run, "whole_text", seed=0)
+    m = train_model(rec_cfg("rec.epochs=1"), quick_run, "whole_text", seed=0)
     folder = quick_run / "stage3" / "whole_text_seed0"
     assert json.loads((folder / "metrics.json").read_text())["test"]["auc"] == m["test"]["auc"]
     spec, splits, _ = load_features(quick_run)
@@ -147,20 +123,20 @@ def test_train_model_writes_model_metrics_and_logs(quick_run):
     assert any((quick_run / "logs" / "stage3" / "whole_text" / "seed0").iterdir())  # TensorBoard events
 
 
-def test_every_row_maps_to_a_variant_and_store():
-    cfg = _cfg("experiment.larr_encoder=larr")
-    stores = {name: model_setup(cfg, name)[1] for name in MODELS}
+def test_every_row_maps_to_its_overrides_and_store():
+    cfg = rec_cfg("experiment.larr_encoder=larr")
+    stores = {name: model_setup(cfg, name)[1] for name in ROWS}
     assert stores == {"base": None, "base_scene_ids": None, "larr": "larr", "larr_noimpute": "larr", "larr_meanpool": "larr",
                       "larr_noalign": "larr", "larr_untuned_llm": "untuned", "generic_text": "minilm",
                       "whole_text": "larr"}
     assert model_setup(cfg, "larr_noalign")[0].align_weight == 0
     assert model_setup(cfg, "larr_noimpute")[0].impute_unseen_ids is False
     assert model_setup(cfg, "base")[0].scene_ids is False
-    assert model_setup(_cfg("experiment.backbone=dnn"), "larr")[0].backbone == "dnn"
+    assert model_setup(rec_cfg("experiment.backbone=dnn"), "larr")[0].backbone == "dnn"
 
 
 def test_experiment_writes_every_row_and_reuses_finished_runs(quick_run):
-    cfg = _cfg("rec.epochs=1", "experiment.models=[base_scene_ids,larr,larr_untuned_llm]", "experiment.seeds=[0,1]")
+    cfg = rec_cfg("rec.epochs=1", "experiment.models=[base_scene_ids,larr,larr_untuned_llm]", "experiment.seeds=[0,1]")
     lines: list[str] = []
     result = experiment.run(cfg, quick_run, progress=False, log=lines.append)
     rows = read_report(quick_run)["ctr"]
@@ -200,16 +176,14 @@ def test_cli_train_and_evaluate(quick_run):
 
 
 def test_standardized_table_centres_each_feature_and_keeps_row_zero(quick_run):
-    from larr.rec.train import standardize_table, table_groups, table_stats
-
     spec, _, _ = load_features(quick_run)
     raw, _ = llm_table(spec, quick_run, "minilm", whole=False, standardize=False)
-    groups = table_groups(spec, whole=False)
-    table = standardize_table(raw, groups)
+    scene_table = spec.scene_table()
+    table = scene_table.standardize(raw)
     assert torch.equal(table[0], raw[0]) and table[0].abs().sum() == 0  # the unknown row stays zero
-    stats = table_stats(raw, groups)
-    for name, (a, b) in groups.items():
+    stats = scene_table.stats(raw)
+    for name, (a, b) in scene_table.groups.items():
         assert table[a:b].mean(0).abs().max() < 1e-5
         assert table[a:b].norm(dim=1).mean() == pytest.approx(1.0, rel=1e-5)
-        mapped = (raw[a:b] - stats[f"{name}/mean"]) / stats[f"{name}/scale"]  # the serving recipe
-        torch.testing.assert_close(mapped, table[a:b])
+        mapped = stats.apply(name, raw[a:b].numpy())  # the serving recipe
+        np.testing.assert_allclose(mapped, table[a:b].numpy(), rtol=1e-6, atol=1e-7)

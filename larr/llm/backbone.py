@@ -178,7 +178,7 @@ def load_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model.to(resolve_device(device) if isinstance(device, str) else device), tokenizer
+    return model.to(resolve_device(device)), tokenizer
 
 
 def _set_padding(tokenizer: PreTrainedTokenizerBase) -> None:

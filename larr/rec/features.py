@@ -9,9 +9,9 @@ Two views of the real-time scene are built, because comparing them is the point 
   about it. Float-valued features are bucketised by train quantiles first.
 - **The scene value table** (for LARR): every distinct value of every scene feature across
   *all* splits, each rendered as its own text. Its frozen LLM vectors are precomputed (stage
-  "embed", keys from :func:`larr.store.scene_key`), so an unseen value still has a meaningful
-  vector. Rows are indexed ``1 + offset(feature) + j``; row 0 is the zero "unknown" row, used
-  only for values absent from the table (e.g. at serving time before the cache is updated).
+  "embed", keys from :func:`larr.data.scene.scene_key`), so an unseen value still has a meaningful
+  vector. Its keys and rows (``1 + offset(feature) + j``; row 0 is the zero "unknown" row) are
+  owned by :class:`larr.rec.scene_table.SceneTable` (:meth:`FeatureSpec.scene_table`).
   The ``whole_text`` ablation gets the analogous table of whole rendered scenes.
 
 Per split the output is a dict of tensors: ``x`` (N, n_fields) int64 field indices in
@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from larr.data.scene import canonical_value, whole_scene_key
 from larr.data.schema import SHOPS, SPLITS, USERS, SceneFeature, SchemaError, impressions_table, read_scene_features, read_table
 from larr.io import atomic_write_text
-from larr.store.base import EmbeddingStore, canonical_value, scene_key, stack_vectors, whole_scene_key
+from larr.rec.scene_table import SceneTable
 
 Side = Literal["user", "item", "context", "scene"]
 UNKNOWN = "<unk>"  # index 0 of every vocabulary and of both scene tables
@@ -91,24 +92,11 @@ class FeatureSpec:
     def scene_names(self) -> list[str]:
         return [f.name for f in self.scene]
 
-    def scene_offsets(self) -> dict[str, int]:
-        """First row of each feature's values in the scene table (after the unknown row 0)."""
-        offsets, start = {}, 1
-        for name in self.scene_names:
-            offsets[name] = start
-            start += len(self.scene_values[name])
-        return offsets
-
-    @property
-    def scene_table_size(self) -> int:
-        return 1 + sum(len(v) for v in self.scene_values.values())
-
-    def scene_keys(self) -> list[str]:
-        """Store keys of the scene table's rows 1.. (row 0, unknown, has no key)."""
-        return [scene_key(n, v) for n in self.scene_names for v in self.scene_values[n]]
-
-    def whole_keys(self) -> list[str]:
-        return [whole_scene_key(t) for t in self.whole_texts]
+    def scene_table(self, whole: bool = False) -> SceneTable:
+        """The LLM table of the per-feature values (or, ``whole``, of the whole scenes): keys, rows, groups."""
+        if whole:
+            return SceneTable.whole(self.whole_texts)
+        return SceneTable.per_feature(self.scene_names, self.scene_values, self.scene_texts)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False) + "\n"
@@ -157,7 +145,7 @@ def _sorted_uniques(values: pd.Series | np.ndarray) -> list:
     return sorted(v.item() if isinstance(v, np.generic) else v for v in pd.unique(np.asarray(values)))
 
 
-def _lookup(values: pd.Series | np.ndarray, vocab: list[str]) -> np.ndarray:
+def vocab_index(values: pd.Series | np.ndarray, vocab: list[str]) -> np.ndarray:
     """Vocabulary index of each value (0 = not in ``vocab``), canonicalising each distinct value once."""
     index = {v: i + 1 for i, v in enumerate(vocab)}
     codes, uniques = pd.factorize(np.asarray(values))
@@ -171,9 +159,19 @@ def _bucketise(values: pd.Series, edges: list[float]) -> np.ndarray:
     return np.char.add("b", ids.astype(str))
 
 
+def _scene_ids(values: pd.Series | np.ndarray, edges: list[float] | None) -> np.ndarray:
+    """What a ``scene:<name>`` ID field holds for raw values: their bucket label (float features, ``edges``) or
+    the values themselves."""
+    return _bucketise(values, edges) if edges is not None else np.asarray(values)
+
+
 def _scene_id_column(frame: pd.DataFrame, feat: SceneFeature, buckets: dict[str, list[float]]) -> np.ndarray:
-    col = frame[feat.name]
-    return _bucketise(col, buckets[feat.name]) if feat.name in buckets else np.asarray(col)
+    return _scene_ids(frame[feat.name], buckets.get(feat.name))
+
+
+def scene_id_label(spec: "FeatureSpec", name: str, value: object) -> str:
+    """The vocabulary label of one raw value in the ``scene:<name>`` ID field (a float feature's: its bucket)."""
+    return canonical_value(_scene_ids(np.array([value]), spec.buckets.get(name))[0])
 
 
 def build_spec(frame: pd.DataFrame, scene: list[SceneFeature]) -> FeatureSpec:
@@ -190,36 +188,58 @@ def build_spec(frame: pd.DataFrame, scene: list[SceneFeature]) -> FeatureSpec:
             buckets[f.name] = [float(q) for q in np.unique(qs)]
         ids = _scene_id_column(train, f, buckets)
         fields.append(FieldSpec(f"scene:{f.name}", "scene", [canonical_value(v) for v in _sorted_uniques(ids)]))
+    return FeatureSpec(fields, list(scene), *scene_catalogue(frame, scene), buckets)
+
+
+def scene_catalogue(frame: pd.DataFrame, scene: list[SceneFeature]) -> tuple[dict[str, list[str]],
+                                                                              dict[str, list[str]], list[str]]:
+    """The scene tables' contents, from all rows: per feature its distinct canonical values (sorted) and
+    their rendered texts, and every distinct whole rendered scene (sorted)."""
     values, texts = {}, {}
     for f in scene:
         raw = _sorted_uniques(frame[f.name])
         values[f.name] = [canonical_value(v) for v in raw]
         texts[f.name] = [f.render(v) for v in raw]
-    spec = FeatureSpec(fields, list(scene), values, texts, [], buckets)
-    local = _scene_local_index(spec, frame)
-    spec.whole_texts = sorted({_whole_text(spec, row) for row in np.unique(local, axis=0)})
-    return spec
+    names = [f.name for f in scene]
+    local = _scene_local_index(names, values, frame)
+    whole = sorted({_whole_text(names, texts, row) for row in np.unique(local, axis=0)})
+    return values, texts, whole
+
+
+def embed_catalogue(data_dir: Path) -> tuple[SceneTable, SceneTable, set[str]]:
+    """What the embed stage needs of a data directory, without building the feature spec: the per-feature
+    and the whole-scene table (the keys and texts :meth:`FeatureSpec.scene_table` gives for the same data)
+    and the canonical ids of the shops shown in train. Reads only the impressions' scene, shop and split
+    columns."""
+    data_dir = Path(data_dir)
+    scene = read_scene_features(data_dir)
+    names = [f.name for f in scene]
+    frame = read_table(data_dir / "impressions.parquet", impressions_table(scene),
+                       list(dict.fromkeys([*names, "shop_id", "split"]))).to_pandas()
+    values, texts, whole = scene_catalogue(frame, scene)
+    seen = {canonical_value(v) for v in _sorted_uniques(frame.loc[frame["split"] == "train", "shop_id"])}
+    return SceneTable.per_feature(names, values, texts), SceneTable.whole(whole), seen
 
 
 # ---------------------------------------------------------------------------- encoding
 
 
-def _scene_local_index(spec: FeatureSpec, frame: pd.DataFrame) -> np.ndarray:
+def _scene_local_index(names: list[str], values: dict[str, list[str]], frame: pd.DataFrame) -> np.ndarray:
     """(N, F) index of each row's value within its feature's value list; -1 if absent."""
-    cols = [_lookup(frame[n], spec.scene_values[n]) - 1 for n in spec.scene_names]
+    cols = [vocab_index(frame[n], values[n]) - 1 for n in names]
     return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0), np.int64)
 
 
-def _whole_text(spec: FeatureSpec, local_row: np.ndarray) -> str:
+def _whole_text(names: list[str], texts: dict[str, list[str]], local_row: np.ndarray) -> str:
     """One scene as one text: the per-feature texts joined (a feature with no text is skipped)."""
-    return WHOLE_SEP.join(spec.scene_texts[n][j] for n, j in zip(spec.scene_names, local_row) if j >= 0)
+    return WHOLE_SEP.join(texts[n][j] for n, j in zip(names, local_row) if j >= 0)
 
 
 def _field_indices(spec: FeatureSpec, frame: pd.DataFrame) -> np.ndarray:
     """(N, n_fields) vocabulary indices, in ``spec.fields`` order (base fields, then scene IDs)."""
-    cols = [_lookup(frame[col], fs.vocab) for fs, (_, _, col) in zip(spec.fields, BASE_FIELDS)]
+    cols = [vocab_index(frame[col], fs.vocab) for fs, (_, _, col) in zip(spec.fields, BASE_FIELDS)]
     for fs, feat in zip(spec.fields[len(BASE_FIELDS):], spec.scene):
-        cols.append(_lookup(_scene_id_column(frame, feat, spec.buckets), fs.vocab))
+        cols.append(vocab_index(_scene_id_column(frame, feat, spec.buckets), fs.vocab))
     return np.stack(cols, axis=1).astype(np.int64)
 
 
@@ -227,16 +247,18 @@ def _whole_rows(spec: FeatureSpec, local: np.ndarray) -> np.ndarray:
     """(N,) row of each scene in the whole-scene table (0 when a value or the scene is unknown).
 
     Each distinct scene is rendered once, then scattered back to its rows."""
-    index = {t: i + 1 for i, t in enumerate(spec.whole_texts)}
+    table = spec.scene_table(whole=True)
     distinct, inverse = np.unique(local, axis=0, return_inverse=True)
-    rows = [0 if (r < 0).any() else index.get(_whole_text(spec, r), 0) for r in distinct]
+    rows = [0 if (r < 0).any() else table.row(whole_scene_key(_whole_text(spec.scene_names, spec.scene_texts, r)))
+            for r in distinct]
     return np.array(rows + [0], dtype=np.int64)[inverse.reshape(-1)]
 
 
 def encode(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
     """Tensors of one split (see the module docstring for the keys)."""
-    local = _scene_local_index(spec, frame)
-    offsets = np.array([spec.scene_offsets()[n] for n in spec.scene_names], dtype=np.int64)
+    local = _scene_local_index(spec.scene_names, spec.scene_values, frame)
+    table = spec.scene_table()
+    offsets = np.array([table.start(n) for n in spec.scene_names], dtype=np.int64)
     return {
         "x": torch.from_numpy(_field_indices(spec, frame)),
         "scene": torch.from_numpy(np.where(local >= 0, local + offsets, 0).astype(np.int64)),
@@ -248,41 +270,11 @@ def encode(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
     }
 
 
-def spec_from_data(data_dir: Path) -> FeatureSpec:
-    """The feature spec of a data directory (what the embed stage needs: :func:`scene_texts`)."""
-    return build_spec(*load_frame(data_dir))
-
-
 def build_features(data_dir: Path) -> tuple[FeatureSpec, dict[str, dict[str, torch.Tensor]]]:
     """Read a data directory; return the spec and the tensors of each split."""
     frame, scene = load_frame(data_dir)
     spec = build_spec(frame, scene)
     return spec, {s: encode(spec, frame[frame["split"] == s]) for s in SPLITS}
-
-
-# ---------------------------------------------------------------------------- LLM tables
-
-
-def scene_texts(spec: FeatureSpec) -> dict[str, str]:
-    """Store key → text for everything stage 3 needs encoded (per-feature and whole scenes)."""
-    out = {scene_key(n, v): t for n in spec.scene_names
-           for v, t in zip(spec.scene_values[n], spec.scene_texts[n])}
-    out.update({whole_scene_key(t): t for t in spec.whole_texts})
-    return out
-
-
-def _with_unknown_row(matrix: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.concatenate([np.zeros((1, matrix.shape[1]), np.float32), matrix]))
-
-
-def scene_matrix(spec: FeatureSpec, store: EmbeddingStore) -> torch.Tensor:
-    """(scene_table_size, D) frozen LLM vectors of the scene table; row 0 (unknown) is zero."""
-    return _with_unknown_row(stack_vectors(store, spec.scene_keys()))
-
-
-def whole_matrix(spec: FeatureSpec, store: EmbeddingStore) -> torch.Tensor:
-    """(1 + len(whole_texts), D) frozen LLM vectors of whole scenes; row 0 is zero."""
-    return _with_unknown_row(stack_vectors(store, spec.whole_keys()))
 
 
 # ---------------------------------------------------------------------------- batches

@@ -2,10 +2,12 @@
 
 Reading order, top to bottom:
 
-1. :data:`VARIANTS` — the named ablations, as overrides of :class:`larr.config.RecConfig`
-   (the typed hyper-parameters, kept in ``larr/config.py`` with every other section).
+1. :class:`ModelDims` — the sizes the data and the LLM fix. (The hyper-parameters are
+   :class:`larr.config.RecConfig`; the rows of the comparison, as its overrides, are
+   :data:`larr.rec.rows.ROWS`.)
 2. Building blocks — :func:`mlp`, :class:`FieldEmbedding`, :class:`CrossNetV2`.
-3. Backbones on the concatenated inputs — :class:`DNN`, :class:`DCNv2`.
+3. Backbones on the concatenated inputs — :class:`DNN`, :class:`DCNv2`; ``rec.backbone`` picks
+   one by its name in :data:`larr.rec.backbones.BACKBONES` (adding one: see that module).
 4. The scene module — :class:`SceneEncoder` (per-feature LLM vectors → bidirectional
    Transformer with an ``<agg>`` token, or mean pooling) and :class:`WholeSceneEncoder`.
 5. :class:`CTRModel` — field embeddings (+ scene vector) → backbone → click logit; also the
@@ -32,22 +34,11 @@ from torch import nn
 
 from larr.config import RecConfig
 from larr.io import atomic_dir
+from larr.rec.backbones import build_backbone
 from larr.rec.features import Batches, FeatureSpec
 
 FORMAT = "larr-rec/1"
 MODEL_FILE, CONFIG_FILE, FEATURES_FILE = "model.safetensors", "config.json", "features.json"
-
-
-# The models compared in the report; each is RecConfig overrides (``cfg.model_copy(update=...)``).
-VARIANTS: dict[str, dict] = {
-    "base": {"scene_ids": False, "scene_encoder": "none"},
-    "base_scene_ids": {"scene_ids": True, "scene_encoder": "none"},
-    "larr": {"scene_ids": True, "scene_encoder": "transformer"},
-    "larr_no_align": {"scene_ids": True, "scene_encoder": "transformer", "align_weight": 0.0},
-    "larr_no_impute": {"scene_ids": True, "scene_encoder": "transformer", "impute_unseen_ids": False},
-    "larr_meanpool": {"scene_ids": True, "scene_encoder": "meanpool"},
-    "larr_whole_text": {"scene_ids": True, "scene_encoder": "whole_text"},
-}
 
 
 @dataclass
@@ -71,7 +62,7 @@ class ModelDims:
         ids = [[-1 if n in spec.buckets else vocab[f"scene:{n}"].get(v, 0) for v in spec.scene_values[n]]
                for n in spec.scene_names]
         return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
-                   spec.scene_table_size, 1 + len(spec.whole_texts), llm_dim, ids)
+                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -248,6 +239,12 @@ class UnseenIDImputer(nn.Module):
         return torch.stack(fields, dim=1)
 
 
+class Scored(NamedTuple):
+    logit: torch.Tensor  # (B,)
+    emb: torch.Tensor  # (B, n_used, d) field embeddings (never-seen scene IDs imputed in eval mode)
+    scene: torch.Tensor | None  # (B, scene_size) scene vector, for models with a scene module
+
+
 class CTROutput(NamedTuple):
     logit: torch.Tensor  # (B,)
     scene: torch.Tensor | None  # (B, align_dim) scene side of the alignment, when aligning
@@ -286,10 +283,7 @@ class CTRModel(nn.Module):
                 and dims.scene_vocab_ids is not None:
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
             self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature)
-        if cfg.backbone == "dnn":
-            self.backbone: nn.Module = DNN(in_dim, cfg.hidden, cfg.dropout)
-        else:
-            self.backbone = DCNv2(in_dim, cfg.hidden, cfg.cross_layers, cfg.dcn_structure, cfg.dropout)
+        self.backbone: nn.Module = build_backbone(cfg.backbone, in_dim, cfg)
         self.head = nn.Linear(self.backbone.out_dim, 1)
         if cfg.uses_alignment:  # built only when used: DDP rejects parameters without gradients
             self.scene_proj = nn.Linear(cfg.scene_size, cfg.align_dim)
@@ -311,31 +305,42 @@ class CTRModel(nn.Module):
         return SceneEncoder(dims.n_scene, dims.llm_dim, cfg.scene_dim, cfg.scene_layers, cfg.scene_heads,
                             cfg.scene_size, cfg.dropout, pool)
 
-    def scene_vector(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scene vector (B, s). ``batch["scene_llm"]`` (raw LLM vectors) overrides the table
-        look-up — the serving path for a scene value that is not in the table yet."""
-        if "scene_llm" in batch:
-            return self.scene_encoder(batch["scene_llm"])
-        rows = batch["whole"] if self.cfg.scene_encoder == "whole_text" else batch["scene"]
+    def scene_vector(self, rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Scene vector (B, s) of table ``rows``; ``vectors`` (LLM vectors as the table holds them)
+        override the table look-up — the serving path, and a scene value that is not in the table yet."""
+        if vectors is not None:
+            return self.scene_encoder(vectors)
         # Rows of one request (and often of many requests) share a scene: encode each distinct
         # scene of the batch once and scatter back. Same result, a fraction of the compute.
         distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
         return self.scene_encoder(self.scene_llm[distinct])[inverse]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
-        ids = batch["x"][:, self.used]
+    def score(self, x: torch.Tensor, rows: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> Scored:
+        """The click logit of field indices ``x`` (B, n_fields) in their scene, and what it was computed from.
+
+        The scene is given as rows of the LLM table — ``rows`` (B, F) per feature, (B,) for
+        ``whole_text`` — or as its vectors: ``vectors`` (B, F, D) / (B, D), or (1, F, D) / (1, D), one
+        scene shared by all B rows (serving), encoded and imputed once and broadcast. Branch-free on
+        tensor values, so :class:`larr.serve.graph.ScoringGraph` exports it to ONNX as it is.
+        """
+        ids = x[:, self.used]
         emb = self.embedding(ids)  # (B, n_used, d)
         # Training rows never hold an unknown ID with a vector (vocabularies come from train), so the
         # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
         if self.imputer is not None and not self.training:
-            emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, batch.get("scene"),
-                               batch.get("scene_llm"))
+            emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, rows, vectors)
         parts = [emb.flatten(1)]
         scene = None
         if self.scene_encoder is not None:
-            scene = self.scene_vector(batch)
+            scene = self.scene_vector(rows, vectors).expand(x.shape[0], -1)
             parts.append(scene)
-        logit = self.head(self.backbone(torch.cat(parts, dim=-1))).squeeze(-1)
+        return Scored(self.head(self.backbone(torch.cat(parts, dim=-1))).squeeze(-1), emb, scene)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
+        """``batch``: ``x``, the scene's table rows (``scene``, or ``whole`` for ``whole_text``) and
+        optionally ``scene_llm`` vectors that override the table (see :meth:`score`)."""
+        rows = batch.get("whole" if self.cfg.scene_encoder == "whole_text" else "scene")
+        logit, emb, scene = self.score(batch["x"], rows, batch.get("scene_llm"))
         if not self.cfg.uses_alignment:
             return CTROutput(logit, None, None)
         collab = self.collab_tower(emb[:, self.collab_fields].flatten(1))
@@ -353,13 +358,10 @@ def alignment_loss(scene: torch.Tensor, collab: torch.Tensor, temperature: float
     Rows sharing a ``groups`` id (e.g. impressions of one request: same user, same scene) are
     identical pairs, not negatives, so they are masked out of each other's denominators.
     """
+    from larr.losses import info_nce
+
     s, c = F.normalize(scene, dim=-1), F.normalize(collab, dim=-1)
-    logits = s @ c.T / temperature
-    if groups is not None:
-        same = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=groups.device)
-        logits = logits.masked_fill(same, float("-inf"))
-    target = torch.arange(len(s), device=s.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    return info_nce(s, c, temperature, left_keys=groups, right_keys=groups)  # both sides of a row share its group
 
 
 def ctr_loss(out: CTROutput, batch: dict[str, torch.Tensor], cfg: RecConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -73,14 +73,14 @@ def per_value_table(spec, splits: dict[str, dict[str, torch.Tensor]], preds: dic
     names = spec.field_names
     cols = [names.index(f"scene:{n}") for n in spec.scene_names]
     counts = [torch.bincount(train["x"][:, c], minlength=spec.vocab_sizes[c]) for c in cols]
-    offsets = spec.scene_offsets()
+    table = spec.scene_table()
     values = []
     for k, feat in enumerate(spec.scene_names):
         unseen_rows = test["x"][:, cols[k]] == 0
         table_rows = test["scene"][:, k]
         in_valid = set(valid["scene"][:, k][valid["x"][:, cols[k]] == 0].tolist())
         for r in sorted(set(table_rows[unseen_rows & (table_rows > 0)].tolist())):
-            value = spec.scene_values[feat][r - offsets[feat]]
+            value = spec.scene_values[feat][r - table.start(feat)]
             mask = (unseen_rows & (table_rows == r)).numpy()
             entry = {"feature": feat, "value": value, "kind": "valid first" if r in in_valid else "test only",
                      "nearest_seen": (nearest or {}).get(f"{feat}: {value}"), **_score(mask, y, preds, reference)}

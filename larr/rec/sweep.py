@@ -38,7 +38,8 @@ from larr.io import save_figure
 from larr.rec.experiment import REFERENCE, aggregate, unavailable
 from larr.rec.jobs import Job, run_jobs
 from larr.layout import plot_path, run_name, sweep_run_id
-from larr.rec.train import MODELS, finished_run, load_features, model_setup
+from larr.rec.rows import ROWS
+from larr.rec.train import finished_run, load_features, model_setup
 from larr.report import update_report, write_markdown
 
 MODEL = "larr"  # the row whose hyper-parameters are swept
@@ -123,7 +124,7 @@ def plan(cfg: Config, params: list[str]) -> tuple[list[Point], dict[str, Job]]:
 def reusable(job: Job, run_dir: Path, fingerprint: str) -> dict | None:
     """A finished run that is this job: a comparison row with the same setup, or the job's own folder."""
     setup = model_setup(job.cfg, MODEL)
-    for name in MODELS:
+    for name in ROWS:
         if model_setup(job.cfg, name) == setup:
             if (m := finished_run(job.cfg, run_dir, name, job.seed, fingerprint)) is not None:
                 return {**m, "run_id": run_name(name, job.seed)}

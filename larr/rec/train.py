@@ -6,18 +6,19 @@ What happens, top to bottom:
 
 1. :func:`load_features` — the data directory's feature spec and per-split tensors, cached in
    ``RUN_DIR/stage3/features`` (building them takes seconds; every run of the comparison reuses them).
-2. :func:`model_setup` — a row name (:data:`MODELS`) → its :class:`RecConfig` and the embedding
-   store whose frozen vectors it reads (:func:`llm_table`, standardised per feature:
-   :func:`standardize_table`).
+2. :func:`model_setup` — a row name (:data:`larr.rec.rows.ROWS`) → its :class:`RecConfig` and the embedding
+   store whose frozen vectors it reads (:func:`llm_table`: the :class:`~larr.rec.scene_table.SceneTable`'s
+   matrix, standardised per feature by :meth:`~larr.rec.scene_table.SceneTable.standardize`).
 3. :func:`fit` — AdamW on mini-batches of whole requests (:class:`RequestBatches`), warm-up then
    linear decay (:func:`set_lr`), the scene encoder at a tenth of the rate (:func:`param_groups`),
    the alignment term over requests (:func:`request_loss`), early stopping on validation AUC with
    the best weights kept, a resumable checkpoint every ``checkpoint_every`` epochs, TensorBoard
    scalars under ``RUN_DIR/logs/stage3/<name>/seed<k>``.
-4. :func:`evaluate_model` — AUC, GAUC (per raw user id), logloss on valid (and its unseen slice),
-   test and the test rows with an unseen scene value; the model goes to
+4. :func:`evaluate_model` — AUC, GAUC (per raw user id), logloss on valid and test, each on every
+   slice of :mod:`larr.rec.slices` (all, unseen, rare, frequent); the model goes to
    ``RUN_DIR/stage3/<name>_seed<k>`` (safetensors + JSON, :func:`larr.rec.models.save_model`) with
-   its ``metrics.json`` and ``llm_stats.safetensors`` (how raw LLM vectors of a value not in the
+   its ``metrics.json``, ``predictions.safetensors`` (valid and test click probabilities, for
+   per-value results) and ``llm_stats.safetensors`` (how raw LLM vectors of a value not in the
    table yet map into it: subtract ``<feature>/mean``, divide by ``<feature>/scale``).
 
 Why batches hold whole requests: the ~15 rows of one request share one scene, and the model
@@ -52,9 +53,10 @@ from larr.data.schema import SHOPS, USERS, SchemaError
 from larr.errors import LarrError
 from larr.io import atomic_dir, atomic_path, atomic_write_text
 from larr.metrics import ctr_metrics
-from larr.rec.features import FeatureSpec, build_features, scene_matrix, whole_matrix
+from larr.rec.features import FeatureSpec, build_features
+from larr.rec.models import CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
+from larr.rec.rows import ROWS
 from larr.rec.slices import metric_key, slice_masks, train_counts
-from larr.rec.models import VARIANTS, CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
 
 Splits = dict[str, dict[str, torch.Tensor]]
 
@@ -66,39 +68,12 @@ class TrainError(LarrError):
 # ---------------------------------------------------------------------------- the rows
 
 
-@dataclass(frozen=True)
-class ModelRow:
-    """A row of the comparison: a :data:`larr.rec.models.VARIANTS` entry and the store it reads.
-
-    ``store`` is an encoder name of the embed stage, ``"larr"`` meaning *the LARR store*
-    (``experiment.larr_encoder``: the stage-2 model, or a stand-in), or ``None``: no LLM input.
-    """
-
-    variant: str
-    store: str | None
-    doc: str
-
-
-MODELS: dict[str, ModelRow] = {
-    "base": ModelRow("base", None, "collaborative model, no scene features"),
-    "base_scene_ids": ModelRow("base_scene_ids", None, "scene features as categorical IDs (unseen → OOV)"),
-    "larr": ModelRow("larr", "larr", "full method: stage-2 vectors per feature, Transformer, alignment, "
-                     "unseen IDs imputed from LLM similarity"),
-    "larr_noimpute": ModelRow("larr_no_impute", "larr", "unseen scene IDs stay unknown (no LLM imputation)"),
-    "larr_meanpool": ModelRow("larr_meanpool", "larr", "mean of the feature tokens instead of the Transformer"),
-    "larr_noalign": ModelRow("larr_no_align", "larr", "no alignment loss (λ = 0)"),
-    "larr_untuned_llm": ModelRow("larr", "untuned", "vectors of the untuned backbone LLM"),
-    "generic_text": ModelRow("larr", "minilm", "generic sentence encoder (MiniLM) per feature, KAR-style"),
-    "whole_text": ModelRow("larr_whole_text", "larr", "one stage-2 vector per distinct whole scene text"),
-}
-
-
 def model_setup(cfg: Config, name: str) -> tuple[RecConfig, str | None]:
-    """Row ``name`` → its hyper-parameters (``cfg.rec`` + the variant) and encoder store (or None)."""
-    if name not in MODELS:
-        raise TrainError(f"unknown model '{name}' (choose from {', '.join(MODELS)})")
-    row = MODELS[name]
-    update = dict(VARIANTS[row.variant])
+    """Row ``name`` → its hyper-parameters (``cfg.rec`` + the row's overrides) and encoder store (or None)."""
+    if name not in ROWS:
+        raise TrainError(f"unknown model '{name}' (choose from {', '.join(ROWS)})")
+    row = ROWS[name]
+    update = dict(row.overrides)
     if cfg.experiment.backbone is not None:
         update["backbone"] = cfg.experiment.backbone
     rec = RecConfig.model_validate({**cfg.rec.model_dump(), **update})
@@ -157,51 +132,15 @@ def llm_table(spec: FeatureSpec, run_dir: Path, store: str | None, whole: bool,
     if not (path / "vectors.safetensors").is_file():
         raise TrainError(f"no '{store}' vectors in {path} (run `larr embed --out {run_dir}` with "
                          f"embed.encoders including '{store}')")
-    st = DiskStore(path)
+    scene_table = spec.scene_table(whole)
     try:
-        table = whole_matrix(spec, st) if whole else scene_matrix(spec, st)
+        table = scene_table.matrix(DiskStore(path))
     except KeyError as e:
         what = "whole-scene" if whole else "scene"
         raise TrainError(f"{path}: {what} vectors incomplete ({e.args[0]})") from None
     if standardize:
-        table = standardize_table(table, table_groups(spec, whole))
+        table = scene_table.standardize(table)
     return table, int(table.shape[1])
-
-
-def table_groups(spec: FeatureSpec, whole: bool) -> dict[str, tuple[int, int]]:
-    """Row ranges of the LLM table that are standardised together: one per scene feature (or all)."""
-    if whole:
-        return {"whole": (1, 1 + len(spec.whole_texts))}
-    return {n: (o, o + len(spec.scene_values[n])) for n, o in spec.scene_offsets().items()}
-
-
-def standardize_table(table: torch.Tensor, groups: dict[str, tuple[int, int]]) -> torch.Tensor:
-    """Centre each feature's vectors on their mean and scale them to unit mean norm (row 0 stays zero).
-
-    Why: the texts of one feature share most of their words ("weather: …"), so their LLM vectors
-    share a large common component and differ little (MiniLM: cosine 0.5-0.8; a raw causal LM's
-    last token: 0.9-0.99). Fed raw, the scene encoder saw near-identical inputs and collapsed to one
-    constant output (scene-vector std across scenes ~1e-4). The feature itself is already given by
-    the type embedding; what carries meaning is the difference between its values. Centering uses
-    every value's text (no labels), so an unseen value is placed relative to the seen ones.
-    The statistics are those of the table a model is trained with; :func:`table_stats` keeps them
-    so that raw vectors of a later value can be mapped the same way.
-    """
-    out = table.clone()
-    for start, stop in groups.values():
-        block = table[start:stop] - table[start:stop].mean(0, keepdim=True)
-        out[start:stop] = block / block.norm(dim=1).mean().clamp_min(1e-8)
-    return out
-
-
-def table_stats(table: torch.Tensor, groups: dict[str, tuple[int, int]]) -> dict[str, torch.Tensor]:
-    """Per group: the mean vector and the scale :func:`standardize_table` used (for serving new values)."""
-    stats = {}
-    for name, (start, stop) in groups.items():
-        mean = table[start:stop].mean(0)
-        stats[f"{name}/mean"] = mean.contiguous()
-        stats[f"{name}/scale"] = (table[start:stop] - mean).norm(dim=1).mean().clamp_min(1e-8).reshape(1)
-    return stats
 
 
 # ---------------------------------------------------------------------------- batches
@@ -375,13 +314,9 @@ class FitResult:
 
 
 def _tb_writer(log_dir: Path | None):
-    if log_dir is None:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional at run time
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
+    from larr.train_utils import tb_writer
+
+    return tb_writer(log_dir)
 
 
 def param_groups(model: CTRModel, rec: RecConfig) -> list[dict]:
@@ -517,7 +452,7 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     raw_table, llm_dim = llm_table(spec, run_dir, store, whole, standardize=False)
     table = raw_table
     if raw_table is not None and rec.llm_standardize:
-        table = standardize_table(raw_table, table_groups(spec, whole))
+        table = spec.scene_table(whole).standardize(raw_table)
     torch.manual_seed(seed)
     model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
     rid = run_id or layout.run_name(name, seed)
@@ -537,8 +472,7 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     with atomic_path(out / layout.PREDICTIONS_FILE) as tmp:
         save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in preds.items()}, tmp)
     if raw_table is not None and rec.llm_standardize:  # how raw vectors of a new value map into the table
-        with atomic_path(out / layout.SCENE_STATS_FILE) as tmp:
-            save_file(table_stats(raw_table, table_groups(spec, whole)), tmp)
+        spec.scene_table(whole).stats(raw_table).save(out / layout.SCENE_STATS_FILE)
     atomic_write_text(out / layout.METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
     return metrics
 

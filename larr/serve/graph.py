@@ -3,9 +3,9 @@
 A request is one user and one scene with N candidate shops, so the scene module runs once
 per request, not once per candidate: :class:`ScoringGraph` takes the field indices of the N
 rows and the request's *one* scene input, encodes the scene once and broadcasts it. It is the
-forward pass of :class:`~larr.rec.models.CTRModel` (same sub-modules, same weights) minus the
-alignment towers, which only training needs — and it is exactly what ``larr export`` writes
-to ONNX, so both backends compute one function.
+model's own scoring (:meth:`~larr.rec.models.CTRModel.score`, what its forward pass computes
+minus the alignment towers, which only training needs) plus the sigmoid — and it is exactly what
+``larr export`` writes to ONNX, so both backends compute one function.
 
 Inputs: ``x`` (N, n_fields) int64 field indices; ``scene`` float32, the *standardised* LLM
 vectors of the request's scene — (1, F, D) per feature for the ``transformer``/``meanpool``
@@ -38,13 +38,5 @@ class ScoringGraph(nn.Module):
         return (1, dims.llm_dim) if self.model.cfg.scene_encoder == "whole_text" else (1, dims.n_scene, dims.llm_dim)
 
     def forward(self, x: torch.Tensor, scene: torch.Tensor | None = None) -> torch.Tensor:
-        m = self.model
-        ids = x[:, self.used]
-        emb = m.embedding(ids)
-        if m.imputer is not None:  # never-seen scene values borrow their LLM neighbours' ID embeddings
-            # the request's one scene (1, F, D): imputed once, broadcast over the candidates
-            emb = m.imputer(emb, ids, m.embedding.tables, m.scene_llm, None, scene)
-        parts = [emb.flatten(1)]
-        if m.scene_encoder is not None:
-            parts.append(m.scene_encoder(scene).expand(x.shape[0], -1))
-        return torch.sigmoid(m.head(m.backbone(torch.cat(parts, dim=-1))).squeeze(-1))
+        # the request's one scene (1, F, D) or (1, D): encoded (and imputed) once, broadcast over the candidates
+        return torch.sigmoid(self.model.score(x, vectors=scene).logit)

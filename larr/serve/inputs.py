@@ -3,7 +3,8 @@
 Training encodes joined impression rows (:func:`larr.rec.features.encode`); a request instead
 names a user, a scene and candidate shops, so the user's and the shops' profile fields are
 looked up here from the run's ``users``/``shops`` tables, once at start-up, with the same
-vocabulary look-up as training (``features._lookup``): the indices of a known (user, shop,
+vocabulary look-up as training (:func:`larr.rec.features.vocab_index`, and
+:func:`~larr.rec.features.scene_id_label` for scene ID fields): the indices of a known (user, shop,
 scene) are exactly those the offline model saw.
 
 Unknowns never fail a request, they map where training would have mapped them:
@@ -25,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from larr.data.scene import canonical_value
 from larr.data.schema import SHOPS, USERS, SceneFeature, read_table
 from larr.errors import LarrError
-from larr.rec.features import BASE_FIELDS, FeatureSpec, _bucketise, _lookup
-from larr.store.base import canonical_value
+from larr.rec.features import BASE_FIELDS, FeatureSpec, scene_id_label, vocab_index
 
 
 class RequestError(LarrError):
@@ -77,7 +78,7 @@ class FieldIndexer:
         self.shops, self.shop_rows = self._profile_table(Path(data_dir) / SHOPS.file, SHOPS, "item", "shop_id")
         self.base = np.zeros(len(names), np.int64)  # what every row starts from: position, then OOV
         pos_field = spec.fields[names.index("position")]
-        self.base[names.index("position")] = _lookup(np.array([position]), pos_field.vocab)[0]
+        self.base[names.index("position")] = vocab_index(np.array([position]), pos_field.vocab)[0]
         self.scene_vocab = {f.name: {v: i + 1 for i, v in enumerate(spec.fields[names.index(f"scene:{f.name}")].vocab)}
                             for f in spec.scene}
         self.scene_cols = {f.name: names.index(f"scene:{f.name}") for f in spec.scene}
@@ -88,7 +89,7 @@ class FieldIndexer:
         cols = [col.split(".", 1)[1] if "." in col else col for _, col in fields]
         rows = read_table(path, table, sorted(set(cols))).to_pandas()
         vocab = {f.name: f.vocab for f in self.spec.fields}
-        matrix = np.stack([_lookup(rows[c], vocab[n]) for (n, _), c in zip(fields, cols)], axis=1)
+        matrix = np.stack([vocab_index(rows[c], vocab[n]) for (n, _), c in zip(fields, cols)], axis=1)
         index = {canonical_value(v): i for i, v in enumerate(rows[id_col].tolist())}
         return index, matrix.astype(np.int64)
 
@@ -101,11 +102,7 @@ class FieldIndexer:
 
     def scene_id(self, name: str, value: object) -> int:
         """Index of a value in the ``scene:<name>`` ID field (float features bucketised as in training)."""
-        if name in self.spec.buckets:
-            label = str(_bucketise(np.array([value], dtype=np.float64), self.spec.buckets[name])[0])
-        else:
-            label = canonical_value(value)
-        return self.scene_vocab[name].get(label, 0)
+        return self.scene_vocab[name].get(scene_id_label(self.spec, name, value), 0)
 
     def encode(self, user_id: object, scene: dict[str, object], candidates: list[object]) -> EncodedRequest:
         values = self.scene_values(scene)

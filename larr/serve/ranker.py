@@ -11,7 +11,7 @@ What it puts together, all read from the run directory:
 - the LLM side (:class:`~larr.serve.scenes.SceneVectors`): the model's own table, the
   embedding store its vectors came from (``RUN_DIR/embeddings/<store>``, or ``--store``: a
   folder or a ``redis://`` URL), and the frozen encoder that made that store — the stage-2
-  model for ``larr`` rows, whichever ``larr.embed.load_encoder`` builds for the others. An
+  model for ``larr`` rows, whichever ``larr.encoders.load_encoder`` builds for the others. An
   encoder whose weights are not the ones the store records is refused: its vectors would not
   mean what the model learned.
 
@@ -29,16 +29,18 @@ import numpy as np
 import torch
 
 from larr import layout
-from larr.embed import EncoderUnavailable, TextEncoder, load_encoder
+from larr.data.scene import scene_key, whole_scene_key
+from larr.encoders import EncoderUnavailable, TextEncoder, load_encoder
 from larr.rec.features import WHOLE_SEP, FeatureSpec
 from larr.rec.models import FEATURES_FILE, load_model
+from larr.rec.scene_table import WHOLE_GROUP, TableStats
 from larr.serve.artifacts import DEFAULT_MODEL, ServeError, model_dir, model_version, read_export
 from larr.serve.graph import ScoringGraph
 from larr.serve.inputs import FieldIndexer
 from larr.serve.metrics import ServeMetrics
-from larr.serve.scenes import SceneItem, SceneVectors, load_stats
+from larr.serve.scenes import SceneItem, SceneVectors
 from larr.serve.settings import ServeSettings
-from larr.store import open_store, scene_key, whole_scene_key
+from larr.store import open_store
 
 log = logging.getLogger("larr.serve")
 BACKENDS = ("torch", "onnx")
@@ -154,7 +156,7 @@ class Ranker:
         if self.whole:  # the whole rendered scene is one text; a missing feature → the unknown row, as in training
             complete = all(f.name in values for f in feats)
             text = WHOLE_SEP.join(f.render(values[f.name]) for f in feats if f.name in values)
-            item = SceneItem(whole_scene_key(text), text, "whole") if complete else None
+            item = SceneItem(whole_scene_key(text), text, WHOLE_GROUP) if complete else None
             if not self.cache and item is not None:
                 return self.scenes.encode_now([item]), {f.name: "encoded" for f in feats}
             vecs, src = self.scenes.lookup([item])
@@ -177,12 +179,6 @@ def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: s
     """The model's table, the store its vectors came from, and that store's encoder."""
     meta = json.loads((folder / layout.METRICS_FILE).read_text()) if (folder / layout.METRICS_FILE).is_file() else {}
     store_name, ident = meta.get("store"), meta.get("encoder")
-    whole = net.cfg.scene_encoder == "whole_text"
-    if whole:
-        rows = {whole_scene_key(t): 1 + i for i, t in enumerate(spec.whole_texts)}
-    else:
-        offsets = spec.scene_offsets()
-        rows = {scene_key(n, v): offsets[n] + j for n in spec.scene_names for j, v in enumerate(spec.scene_values[n])}
     location = store if store is not None else (layout.store_dir(run_dir, store_name) if store_name else None)
     st = open_store(location if isinstance(location, str) else Path(location), dim=net.dims.llm_dim,
                     encoder=ident, autoflush=False) if location is not None else None
@@ -190,8 +186,9 @@ def _scene_vectors(run_dir: Path, folder: Path, net, spec: FeatureSpec, store: s
         encoder = _load_encoder(run_dir, store_name, ident)
     elif encoder is not None and ident is not None and encoder.name != ident:
         raise ServeError(f"encoder '{encoder.name}' is not the one the model's vectors came from ('{ident}')")
-    table = net.scene_llm.detach().cpu().numpy()
-    return SceneVectors(table, rows, load_stats(folder / layout.SCENE_STATS_FILE), st, encoder, settings, metrics)
+    table = spec.scene_table(whole=net.cfg.scene_encoder == "whole_text")
+    return SceneVectors(net.scene_llm.detach().cpu().numpy(), table, TableStats.load(folder / layout.SCENE_STATS_FILE),
+                        st, encoder, settings, metrics)
 
 
 def _load_encoder(run_dir: Path, store_name: str | None, ident: str | None) -> TextEncoder | None:

@@ -16,8 +16,9 @@ in this order, each step only when the previous one has nothing:
    counted as an LLM fallback by reason: ``timeout``, ``error``, ``busy``, ``no_encoder``.
 
 Raw store vectors are mapped into the model's table the way training standardised it
-(``llm_stats.safetensors``: subtract the feature's mean, divide by its scale), because the
-scene encoder never saw raw vectors.
+(:class:`~larr.rec.scene_table.TableStats`, ``llm_stats.safetensors``: subtract the feature's
+mean, divide by its scale), because the scene encoder never saw raw vectors. Which key sits in
+which row of the table is the model's :class:`~larr.rec.scene_table.SceneTable`.
 """
 from __future__ import annotations
 
@@ -27,12 +28,11 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
-from larr.embed import TextEncoder
+from larr.encoders import TextEncoder
+from larr.rec.scene_table import SceneTable, TableStats
 from larr.serve.metrics import ServeMetrics
 from larr.serve.settings import ServeSettings
 from larr.store.base import EmbeddingStore
@@ -49,24 +49,17 @@ class SceneItem:
     group: str  # the feature name, or "whole"
 
 
-def load_stats(path: Path) -> dict[str, tuple[np.ndarray, float]]:
-    """``llm_stats.safetensors`` → group → (mean, scale); empty when the model used raw vectors."""
-    if not Path(path).is_file():
-        return {}
-    flat = load_file(str(path))
-    groups = {k.rsplit("/", 1)[0] for k in flat}
-    return {g: (flat[f"{g}/mean"].astype(np.float32), float(flat[f"{g}/scale"][0])) for g in groups}
-
-
 class SceneVectors:
     """Scene items → (n, D) float32 vectors, from the table, the caches or the LLM (module docstring)."""
 
-    def __init__(self, table: np.ndarray, rows: dict[str, int], stats: dict[str, tuple[np.ndarray, float]],
+    def __init__(self, vectors: np.ndarray, table: SceneTable, stats: TableStats,
                  store: EmbeddingStore | None, encoder: TextEncoder | None, settings: ServeSettings,
                  metrics: ServeMetrics) -> None:
-        self.table, self.rows, self.stats = table, rows, stats
+        """``vectors``: the model's (standardised) table, rows as ``table`` orders them; ``stats``: how raw
+        vectors map into it."""
+        self.vectors, self.table, self.stats = vectors, table, stats
         self.store, self.encoder, self.settings, self.metrics = store, encoder, settings, metrics
-        self.dim = table.shape[1]
+        self.dim = vectors.shape[1]
         self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
         self._inflight: dict[str, Future] = {}
         self._lock = threading.Lock()  # LRU and in-flight map
@@ -84,9 +77,9 @@ class SceneVectors:
         for i, item in enumerate(items):
             if item is None:
                 continue
-            row = self.rows.get(item.key)
+            row = self.table.rows.get(item.key)
             if row is not None:
-                out[i], sources[i] = self.table[row], "table"
+                out[i], sources[i] = self.vectors[row], "table"
                 continue
             cached = self._cache_get(item.key)
             if cached is not None:
@@ -106,7 +99,7 @@ class SceneVectors:
             raise RuntimeError("no encoder loaded")
         raw = np.asarray(self.encoder.encode([it.text for it in items]), np.float32)
         self.metrics.llm_encodes.inc(len(items))
-        return np.stack([self._standardise(it.group, r) for it, r in zip(items, raw)])
+        return np.stack([self.stats.apply(it.group, r) for it, r in zip(items, raw)])
 
     def _resolve(self, need: list[tuple[int, SceneItem]], out: np.ndarray, sources: list[str]) -> None:
         if self.store is not None:
@@ -119,7 +112,7 @@ class SceneVectors:
             rest = []
             for i, it in need:
                 if it.key in found:
-                    vec = self._standardise(it.group, found[it.key])
+                    vec = self.stats.apply(it.group, found[it.key])
                     self._cache_put(it.key, vec)
                     out[i], sources[i] = vec, "store"
                 else:
@@ -175,7 +168,7 @@ class SceneVectors:
         self.metrics.llm_encodes.inc(len(items))
         if raw.shape != (len(items), self.dim) or not np.isfinite(raw).all():
             raise ValueError(f"encoder returned {raw.shape} vectors with non-finite values or of the wrong size")
-        result = {it.key: self._standardise(it.group, r) for it, r in zip(items, raw)}
+        result = {it.key: self.stats.apply(it.group, r) for it, r in zip(items, raw)}
         for k, v in result.items():
             self._cache_put(k, v)
         if self.store is not None:
@@ -189,12 +182,6 @@ class SceneVectors:
         return result
 
     # ------------------------------------------------------------------ helpers
-
-    def _standardise(self, group: str, raw: np.ndarray) -> np.ndarray:
-        if group not in self.stats:
-            return np.asarray(raw, np.float32)
-        mean, scale = self.stats[group]
-        return ((np.asarray(raw, np.float32) - mean) / scale).astype(np.float32)
 
     def _cache_get(self, key: str) -> np.ndarray | None:
         with self._lock:

@@ -1,7 +1,7 @@
 """Embedding store: string key → vector. One small interface, an embedded on-disk default,
 and a Redis backend that several serving replicas share (``open_store("redis://…")``).
 
-    from larr.store import DiskStore, scene_key
+    from larr.store import DiskStore  # keys: larr.data.scene.scene_key and kin
     with DiskStore(run_dir / "embeddings", encoder="stage2", autoflush=False) as store:
         todo = store.missing(keys)
         store.put_many(dict(zip(todo, encoder.encode(texts_of(todo)))))
@@ -10,16 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from larr.store.base import (
-    EmbeddingStore,
-    StoreError,
-    canonical_value,
-    scene_key,
-    shop_key,
-    stack_vectors,
-    user_key,
-    whole_scene_key,
-)
+from larr.store.base import EmbeddingStore, StoreError, stack_vectors
 from larr.store.disk import DiskStore
 
 
@@ -44,6 +35,5 @@ def open_store(location: Path | str, dim: int | None = None, encoder: str | None
 
 
 __all__ = [
-    "DiskStore", "EmbeddingStore", "StoreError", "canonical_value", "is_redis_url", "open_store", "scene_key",
-    "shop_key", "stack_vectors", "user_key", "whole_scene_key",
+    "DiskStore", "EmbeddingStore", "StoreError", "is_redis_url", "open_store", "stack_vectors",
 ]

@@ -5,9 +5,9 @@ looked up at training and serving time. The interface is deliberately small — 
 batched put, membership, key listing, the vector size — so that a key-value server (Redis)
 fits behind it as easily as the embedded on-disk default (:class:`larr.store.disk.DiskStore`).
 
-Keys are plain strings with a kind prefix, built by the helpers below so that the stage that
-writes vectors and the stages that read them spell them identically:
-``scene/weather/heavy rain``, ``scene/hour/12``, ``scene_whole/<whole scene text>``, ``shop/123``.
+Keys are plain strings with a kind prefix (``scene/weather/heavy rain``, ``shop/123``), built by
+the helpers of :mod:`larr.data.scene` so that the stage that writes vectors and the stages that
+read them spell them identically.
 """
 from __future__ import annotations
 
@@ -17,47 +17,6 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from larr.errors import LarrError
-
-
-def canonical_value(value: object) -> str:
-    """The one string form of a scene value used in keys and vocabularies.
-
-    NumPy scalars become Python ones first (so ``np.int64(12)`` and ``12`` both give ``"12"``),
-    booleans are ``true``/``false`` and floats use Python's shortest round-trip ``repr``.
-    Strings pass through unchanged, so canonicalising twice is harmless.
-    """
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def scene_key(feature: str, value: object) -> str:
-    """Key of one scene feature's value, e.g. ``scene/weather/heavy rain``."""
-    return f"scene/{feature}/{canonical_value(value)}"
-
-
-def key_group(key: str) -> str:
-    """The prefix a key shares with its kin: ``scene/<feature>/`` for a scene value, else its kind
-    (``shop/``, ``scene_whole/``). Parsed from the front: values and texts may contain ``/``."""
-    kind, _, rest = key.partition("/")
-    return f"{kind}/{rest.partition('/')[0]}/" if kind == "scene" else f"{kind}/"
-
-
-def whole_scene_key(text: str) -> str:
-    """Key of a whole rendered scene (the ``whole_text`` ablation encodes a scene as one text)."""
-    return f"scene_whole/{text}"
-
-
-def shop_key(shop_id: object) -> str:
-    return f"shop/{canonical_value(shop_id)}"
-
-
-def user_key(user_id: object) -> str:
-    return f"user/{canonical_value(user_id)}"
 
 
 class StoreError(LarrError):

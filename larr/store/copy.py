@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from larr.data.scene import key_group
 from larr.store import EmbeddingStore, StoreError, is_redis_url, open_store
-from larr.store.base import key_group
 
 BATCH = 4096  # keys per get/put: bounded memory, few round trips
 
@@ -62,7 +62,7 @@ def neighbours(location: Path | str, key: str, k: int = 5, centre: bool = True) 
     ``scene/weather/typhoon`` is compared with the other weather values), best first, e.g. to
     check that an unseen scene value lands next to its kin.
 
-    ``centre``: subtract the group's mean vector first, as stage 3 does (``standardize_table``):
+    ``centre``: subtract the group's mean vector first, as stage 3 does (``SceneTable.standardize``):
     the texts of one feature share most of their words, so raw cosines are all close to 1 and
     only the differences between values carry meaning.
     """
