@@ -743,8 +743,8 @@ EVENT_INDUSTRIES = ("auto", "consumer electronics", "furniture", "tea", "wine an
 EVENT_FOODS = ("crayfish", "hotpot", "BBQ", "street food", "craft beer", "dumpling", "durian", "seafood", "dessert",
                "noodle")
 
-LONG_TAIL_NOISE = 0.2
-"""Per-instance noise (sd per dimension) added to a landmark's or event's type vector."""
+LONG_TAIL_NOISE = 0.12
+"""Per-instance noise (sd per dimension) added to a landmark's or event's type vector (before FEATURE_SCALE)."""
 
 LANDMARK_ZIPF_S = 2.0
 """Zipf exponent of landmark popularity: the landmark at popularity rank r weighs r^-LANDMARK_ZIPF_S."""
