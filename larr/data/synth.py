@@ -5,6 +5,10 @@ attribute tables used only for evaluation) and returns a summary. The world, the
 and what is unseen in the test period are documented in ``docs/world.md``; the vocabularies
 and hidden attributes live in :mod:`larr.data.world`.
 
+World v2 adds two long-tail scene features, ``landmark`` and ``event``: hundreds of named,
+Zipf-popular instances whose hidden attributes come from their type (a hospital, a concert),
+drawn per world; new landmarks open over time and events are dated.
+
 Everything is vectorised numpy, one day at a time with its own random generator (so the
 output depends only on the seed, never on chunking), written to Parquet row group by row
 group with bounded memory.
@@ -83,10 +87,11 @@ SLICES = ("unseen", "rare", "sparse", "frequent")
 ID_PRIOR_ROWS = 30  # the ID oracle shrinks a value seen in k train rows: k/(k+30) own, the rest feature mean
 
 # ---------------------------------------------------------------------------- long tail (landmarks, events)
-LANDMARK_OPEN = (0.78, 0.05, 0.06, 0.05, 0.06)  # landmarks open from day 0 / opening in train / in its last
+LANDMARK_OPEN = (0.80, 0.05, 0.06, 0.05, 0.04)  # landmarks open from day 0 / opening in train / in its last
 LATE_TRAIN = 0.1  # tenth (LATE_TRAIN) / in valid / in test (its first 70 %)
 RAMP_DAYS = 10  # a new landmark's traffic grows linearly over its first 10 (sampled) days
-NEW_LANDMARK_TOP = 0.3  # a landmark opening after day 0 draws its popularity rank from the top 30 % (new, busy)
+NEW_LANDMARK_RANKS = (0.05, 0.4)  # a landmark opening after day 0 draws its popularity rank from this band
+# of the ranks (5 %-40 %: busier than the typical landmark, never one of the few giants)
 EVENT_REACH = 0.9  # share of its district's requests (in its hours) the most popular event reaches
 EVENT_REACH_MIN = 0.1  # ... and the least popular (Zipf in between)
 EVENT_NEAR_KM, EVENT_NEAR_FACTOR = 4.0, 0.3  # districts this close see the event at this share of its reach
@@ -464,7 +469,7 @@ def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
 
 def _fill(template: str, rng: np.random.Generator, **given: str) -> str:
     pick = {
-        "place": _choose(rng, W.LANDMARK_PLACES), "brand": _choose(rng, W.LANDMARK_BRANDS),
+        "place": _choose(rng, W.LANDMARK_PLACES), "brand": "",
         "side": _choose(rng, W.LANDMARK_SIDES), "exit": _choose(rng, W.LANDMARK_EXITS),
         "n": str(int(rng.integers(1, 10))), "artist": _choose(rng, W.EVENT_ARTISTS),
         "game": _choose(rng, W.EVENT_GAMES), "industry": _choose(rng, W.EVENT_INDUSTRIES),
@@ -473,8 +478,7 @@ def _fill(template: str, rng: np.random.Generator, **given: str) -> str:
     teams = rng.permutation(len(W.EVENT_TEAMS))[:2]
     pick.update(team=W.EVENT_TEAMS[teams[0]], team2=W.EVENT_TEAMS[teams[1]])
     pick.update(given)
-    text = template.format(**pick)
-    return text[0].upper() + text[1:] if text[0].islower() and not template.startswith("{") else text
+    return template.format(**pick)
 
 
 def _unique(name: str, taken: set[str], suffix: str) -> str:
@@ -521,14 +525,16 @@ def build_landmarks(p: Preset, cal: Calendar, rng: np.random.Generator) -> Landm
 
     weight = _zipf_weights(n, W.LANDMARK_ZIPF_S, rng)
     new = open_day > 0
-    weight[new] = (1.0 + rng.integers(0, max(1, int(NEW_LANDMARK_TOP * n)), int(new.sum()))) ** -W.LANDMARK_ZIPF_S
+    lo_rank, hi_rank = (max(1, int(f * n)) for f in NEW_LANDMARK_RANKS)
+    weight[new] = rng.integers(lo_rank, hi_rank + 1, int(new.sum())).astype(np.float64) ** -W.LANDMARK_ZIPF_S
     attrs = np.array([types[k].attrs for k in kind]) + rng.normal(0.0, W.LONG_TAIL_NOISE, (n, len(W.DIMS)))
     taken: set[str] = set()
     names = []
     for k, d in zip(kind, district):
         dname = W.DISTRICTS[d].name
         place = dname if rng.random() < 0.4 and "University" not in dname else _choose(rng, W.LANDMARK_PLACES)
-        names.append(_unique(_fill(_choose(rng, types[k].names), rng, place=place), taken, dname))
+        brand = _choose(rng, W.LANDMARK_BRANDS.get(types[k].name, ("City",)))
+        names.append(_unique(_fill(_choose(rng, types[k].names), rng, place=place, brand=brand), taken, dname))
 
     n_loc = len(W.LOCATION_TYPES)
     serves = np.zeros((len(W.DISTRICTS) * n_loc, n))
@@ -1067,9 +1073,11 @@ class ImpressionWriter:
     """Streams day batches into impressions.parquet, marks unseen scenes, and keeps statistics.
 
     Train days come first, so by the first valid day every value seen in train is known and
-    ``unseen_scene`` is exact. The same pass keeps streaming AUC histograms of the exact click
-    logit (the oracle), of the logit an ID model could at best know (unseen values replaced by
-    the train-average of their feature) and of the logit without the scene affinity.
+    ``unseen_scene`` is exact. The same pass keeps streaming AUC histograms, on the test rows and
+    their slices (``SLICES``: unseen / rare / sparse / frequent by the row's rarest value), of the
+    exact click logit (the oracle), of the logit an ID model could at best know (each value's
+    attributes shrunk towards its feature's train average by its train rows, see ``ID_PRIOR_ROWS``;
+    an unseen value is the average) and of the logit without the scene affinity.
     """
 
     def __init__(self, world: World, path: Path):
@@ -1408,7 +1416,9 @@ def _nearest_seen(world: World, values: dict[str, list[str]], seen: dict[str, np
         seen_idx = np.flatnonzero(seen[f])
         for v in values:
             i = vocab[f].index(v)
-            out[f"{f}: {v}"] = vocab[f][seen_idx[np.argmax(a[seen_idx] @ a[i])]]
+            cos = a[seen_idx] @ a[i]
+            tied = seen_idx[cos >= cos.max() - 1e-9]  # same direction (warm vs scorching): the closer one
+            out[f"{f}: {v}"] = vocab[f][tied[np.argmin(np.linalg.norm(attrs[f][tied] - attrs[f][i], axis=1))]]
     return out
 
 

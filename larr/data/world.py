@@ -6,10 +6,12 @@ Everything is documented in ``docs/world.md``.
 The *hidden semantic attributes* are the heart of the world. Every cuisine and every scene
 value carries a vector over :data:`DIMS`; the click model adds
 ``BETA · need(scene) · (cuisine − mean cuisine)`` to the click logit, where ``need`` is the
-sum of the vectors of the request's ten scene values. Test-only scene values ("typhoon",
+sum of the vectors of the request's twelve scene values. Test-only scene values ("typhoon",
 "Qixi Festival", "hotel", …) get vectors close to the seen value they resemble in meaning,
 so a model that reads "weather: typhoon" as text can transfer what it learnt from
-"weather: thunderstorm", while a model of opaque IDs cannot.
+"weather: thunderstorm", while a model of opaque IDs cannot. The long-tail features (landmark,
+event; world v2) have hundreds of named instances whose vectors come from their *type* (every
+hospital is health+, speed+), most seen a handful of times or never before the test period.
 """
 from __future__ import annotations
 
@@ -666,8 +668,17 @@ LANDMARK_TYPES: tuple[LandmarkType, ...] = (
 LANDMARK_PLACES = ("Riverside", "Maple", "Lakeview", "Sunrise", "Golden Bay", "Pearl", "Harmony", "Oriental",
                    "Jade", "Willow", "Phoenix", "Crescent", "Evergreen", "Peony", "Cedar", "Silver Lake",
                    "Orchid", "Harbour", "Zhongshan", "Century", "Starlight", "Bamboo Grove", "Hillside", "Lotus Pond")
-LANDMARK_BRANDS = ("Wanda", "Joy City", "Vanke", "Hilton", "Hyatt", "Home Inn", "Atour", "Super Fitness", "WeWork",
-                   "Raffles", "Longfor", "CapitaLand", "Ascott", "Gold's", "Poly", "Sunac", "Starway", "Hanting")
+LANDMARK_BRANDS: dict[str, tuple[str, ...]] = {
+    "hotel": ("Hilton", "Hyatt", "Home Inn", "Atour", "Raffles", "Ascott", "Starway", "Hanting"),
+    "shopping mall": ("Wanda", "Joy City", "Longfor", "CapitaLand", "Poly", "Raffles City"),
+    "gym": ("Super Fitness", "Gold's", "Pure Yoga", "Anytime"),
+    "co-working space": ("WeWork", "Naked Hub", "UCommune"),
+    "residential compound": ("Vanke", "Sunac", "Longfor", "Poly", "Country Garden"),
+    "cinema": ("Wanda", "CGV", "Broadway", "Jinyi"),
+    "bar street": ("Melody", "Party World", "Haoledi"),
+    "office tower": ("China Resources", "Tencent", "Sinopec", "Huawei", "Ping An"),
+}
+"""Brand names per landmark type (``{brand}`` in its templates)."""
 LANDMARK_SIDES = ("north", "south", "east", "west")
 LANDMARK_EXITS = ("A", "B", "C", "D", "E")
 
@@ -740,7 +751,7 @@ EVENT_TEAMS = ("Riverside FC", "Harbour City United", "Phoenix Rovers", "Maple A
 EVENT_GAMES = ("Legends Arena", "Honor of Kings", "Valorant Masters", "Dota Cup", "PUBG Mobile League", "StarStrike")
 EVENT_INDUSTRIES = ("auto", "consumer electronics", "furniture", "tea", "wine and spirits", "robotics",
                     "medical devices", "textile", "new energy", "pet products", "game developers", "jewellery")
-EVENT_FOODS = ("crayfish", "hotpot", "BBQ", "street food", "craft beer", "dumpling", "durian", "seafood", "dessert",
+EVENT_FOODS = ("crayfish", "hotpot", "BBQ", "street food", "hairy crab", "dumpling", "durian", "seafood", "dessert",
                "noodle")
 
 LONG_TAIL_NOISE = 0.12
