@@ -482,7 +482,8 @@ def _fill(template: str, rng: np.random.Generator, **given: str) -> str:
 
 
 def _unique(name: str, taken: set[str], suffix: str) -> str:
-    if name in taken:
+    """A unique name: a repeated one gets ``(suffix)`` (its district or date), then a number."""
+    if name in taken and suffix not in name:
         name = f"{name} ({suffix})"
     base, k = name, 2
     while name in taken:
