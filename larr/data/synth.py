@@ -48,7 +48,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(n_shops=60, n_users=300, n_days=120, n_requests=1_500, chunk_rows=1 << 20,
-                    n_landmarks=80, n_events=40),
+                    n_landmarks=60, n_events=20),
     "demo": Preset(n_shops=500, n_users=3_000, n_days=180, n_requests=20_000, chunk_rows=1 << 20,
                    n_landmarks=600, n_events=180),
     "large": Preset(n_shops=5_000, n_users=200_000, n_days=365, n_requests=1_450_000, chunk_rows=1 << 20,
