@@ -519,7 +519,7 @@ def build_landmarks(p: Preset, cal: Calendar, rng: np.random.Generator) -> Landm
     train_end, test_start = cal.split_start[1], cal.split_start[2]
     phase = np.minimum(np.searchsorted(np.cumsum(LANDMARK_OPEN), rng.random(n), side="right"), 4)
     phase[:n_anchor] = 0
-    late = max(1, int(round((1 - LATE_TRAIN) * train_end)))
+    late = max(1, round((1 - LATE_TRAIN) * train_end))
     lo = np.array([0, 1, late, train_end, test_start])[phase]
     hi = np.array([1, late, train_end, test_start, test_start + max(1, int(0.7 * (n_days - test_start)))])[phase]
     open_day = (lo + rng.random(n) * (hi - lo)).astype(np.int64)
@@ -1333,7 +1333,8 @@ def _progress(batches: Iterator[DayBatch], world: World, enabled: bool) -> Itera
 
 
 def world_facts(world: World, sink: ImpressionWriter, preset_name: str) -> dict:
-    """world.json: counts, CTR and unseen share per split, test-only values, new shops, reference AUCs."""
+    """world.json: counts, CTR and unseen share per split, test-only and valid-first values with their nearest
+    seen value, the per-feature long-tail summary, new shops, reference AUCs per test slice."""
     cal, vocab = world.calendar, sink.vocab
     st = sink.by_split
     starts = cal.split_start + (len(cal.date),)
@@ -1408,11 +1409,11 @@ def long_tail_facts(world: World, sink: ImpressionWriter) -> dict[str, dict]:
     return out
 
 
-def _nearest_seen(world: World, values: dict[str, list[str]], seen: dict[str, np.ndarray]) -> dict[str, str]:
+def _nearest_seen(world: World, listed: dict[str, list[str]], seen: dict[str, np.ndarray]) -> dict[str, str]:
     """For each listed value, the train-seen value of its feature with the most similar hidden attributes."""
     vocab, attrs = scene_vocab(world), scene_attributes(world)
     out = {}
-    for f, values in values.items():
+    for f, values in listed.items():
         a = attrs[f] / np.maximum(np.linalg.norm(attrs[f], axis=1, keepdims=True), 1e-9)
         seen_idx = np.flatnonzero(seen[f])
         for v in values:
