@@ -441,25 +441,24 @@ class Landmarks:
     attrs: np.ndarray  # landmarks × DIMS, type vector + noise (unscaled)
     weight: np.ndarray  # Zipf popularity
     open_day: np.ndarray
-    serves: np.ndarray  # (districts·locations) × landmarks: popularity where it can be nearest, else 0
+    pair_segment: np.ndarray  # (segment, landmark) pairs, by segment: segment = district·locations + location
+    pair_landmark: np.ndarray  # a landmark serves its location types in its district
 
     def day_cdf(self, day: int) -> np.ndarray:
-        """Flattened per-segment CDFs over the landmarks open on ``day``; segment s spans (s, s+1]."""
+        """Per-segment CDFs over the pairs, ∝ popularity × ramp-up on ``day``; segment s spans (s, s+1]."""
         ramp = np.clip((day - self.open_day + 1) / np.where(self.open_day > 0, RAMP_DAYS, 1), 0.0, 1.0)
-        w = self.serves * ramp[None, :]
-        mass = w.sum(1)
-        empty = mass <= 0  # a (district, location) pair that never occurs: any open landmark of the district
-        if empty.any():
-            d = np.flatnonzero(empty) // len(W.LOCATION_TYPES)
-            w[empty] = (self.weight * ramp)[None, :] * (self.district[None, :] == d[:, None])
-            mass = w.sum(1)
-        c = np.cumsum(w, 1) / np.maximum(mass, 1e-300)[:, None]
-        c[:, -1] = 1.0
-        return (np.arange(len(w))[:, None] + c).ravel()
+        w = (self.weight * ramp)[self.pair_landmark]
+        n_seg = len(W.DISTRICTS) * len(W.LOCATION_TYPES)
+        mass = np.bincount(self.pair_segment, weights=w, minlength=n_seg)
+        before = np.concatenate([[0.0], np.cumsum(mass)[:-1]])
+        c = (np.cumsum(w) - before[self.pair_segment]) / np.maximum(mass, 1e-300)[self.pair_segment]
+        last = np.r_[self.pair_segment[1:] != self.pair_segment[:-1], True]
+        c[last] = 1.0
+        return self.pair_segment + np.minimum(c, 1.0)
 
     def draw(self, cdf: np.ndarray, district: np.ndarray, location: np.ndarray, u: np.ndarray) -> np.ndarray:
         seg = district * len(W.LOCATION_TYPES) + location
-        return np.searchsorted(cdf, seg + u, side="right") - seg * len(self.name)
+        return self.pair_landmark[np.searchsorted(cdf, seg + u, side="right")]
 
 
 def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
@@ -538,11 +537,14 @@ def build_landmarks(p: Preset, cal: Calendar, rng: np.random.Generator) -> Landm
         names.append(_unique(_fill(_choose(rng, types[k].names), rng, place=place, brand=brand), taken, dname))
 
     n_loc = len(W.LOCATION_TYPES)
-    serves = np.zeros((len(W.DISTRICTS) * n_loc, n))
-    for j, (k, d) in enumerate(zip(kind, district)):
-        for loc in types[k].locations:
-            serves[d * n_loc + W.LOCATION_TYPES.index(loc), j] = weight[j]
-    return Landmarks(names, kind, district, attrs, weight, open_day, serves)
+    pairs = {(d * n_loc + W.LOCATION_TYPES.index(loc), j) for j, (k, d) in enumerate(zip(kind, district))
+             for loc in types[k].locations}
+    covered = {seg for seg, _ in pairs}
+    for seg in range(len(W.DISTRICTS) * n_loc):  # a pair that never occurs: any landmark of the district
+        if seg not in covered:
+            pairs |= {(seg, j) for j in np.flatnonzero(district == seg // n_loc)}
+    pair = np.array(sorted(pairs), dtype=np.int64)
+    return Landmarks(names, kind, district, attrs, weight, open_day, pair[:, 0], pair[:, 1])
 
 
 @dataclass
@@ -567,6 +569,7 @@ def build_events(p: Preset, cal: Calendar, landmarks: Landmarks, rng: np.random.
     n_rec = max(2, round(RECURRING_SHARE * p.n_events))
     names, kinds, dists, hours, active = ["none"], [-1], [0], [(0, 0)], [np.zeros(0, np.int64)]
     taken = {"none"}
+    landmark_type = np.array([W.LANDMARK_TYPES[x].name for x in landmarks.kind])
     for j in range(p.n_events):
         recurring = j < n_rec
         pool = [k for k, t in enumerate(types) if t.recurring == recurring]
@@ -589,7 +592,7 @@ def build_events(p: Preset, cal: Calendar, landmarks: Landmarks, rng: np.random.
                 start = int(allowed[int(rng.integers(len(allowed)))])
                 days = np.arange(start, min(n_days, start + int(rng.integers(t.days[0], t.days[1] + 1))))
             venues = np.flatnonzero((landmarks.district == d) & (landmarks.open_day <= start)
-                                    & np.isin([W.LANDMARK_TYPES[x].name for x in landmarks.kind], t.venues))
+                                    & np.isin(landmark_type, t.venues))
             if len(venues):
                 venue = _venue_name(landmarks.name[int(venues[int(rng.integers(len(venues)))])])
             elif "" in t.venues:
