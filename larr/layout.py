@@ -46,7 +46,7 @@ TREE: list[tuple[str, str]] = [
     (f"{STAGE3_CKPT}/<run>/", "resumable stage-3 checkpoint of a run"),
     (f"{EXPORT}/<row>_seed<k>/", "model.onnx + export.json (larr export)"),
     (f"{LOGS}/<stage>/", f"TensorBoard: {LOGS}/{STAGE1}, {LOGS}/{STAGE2}, {LOGS}/{STAGE3}/<row>/seed<k>"),
-    (f"{PLOTS}/", "ctr_auc.png, sweep_<param>.png (larr evaluate | sweep)"),
+    (f"{PLOTS}/", "ctr_auc.png, paired_delta.png, per_value.png, sweep_<param>.png (larr evaluate | sweep)"),
     (REPORT_JSON, "every stage's figures, one section per stage"),
     (REPORT_MD, "the same, rendered for people"),
 ]
