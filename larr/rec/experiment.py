@@ -154,7 +154,7 @@ def write_outputs(run_dir: Path, report: dict) -> None:
     if report.get("ctr"):
         plot_auc(ordered_rows(report), layout.plot_path(run_dir, PLOT_FILE))
     if report.get("paired"):
-        plot_paired(report["paired"], layout.plot_path(run_dir, PAIRED_PLOT))
+        plot_paired(report["paired"], layout.plot_path(run_dir, PAIRED_PLOT), list(ordered_rows(report)))
     if report.get("per_value"):
         plot_per_value(report["per_value"], list(ordered_rows(report)), layout.plot_path(run_dir, PER_VALUE_PLOT))
 

@@ -66,7 +66,8 @@ def paired_table(done: dict[tuple[str, int], dict], rows: list[str], seeds: list
     return out
 
 
-def plot_paired(paired: dict, path: Path, reference: str = REFERENCES[0], split: str = "test") -> Path | None:
+def plot_paired(paired: dict, path: Path, order: list[str] | None = None, reference: str = REFERENCES[0],
+                split: str = "test") -> Path | None:
     """One panel per slice, one line per row: mean Δ AUC vs ``reference`` with its 95 % interval,
     the per-seed Δ as dots; a filled marker where the interval excludes 0."""
     table = paired.get(f"vs_{reference}")
@@ -76,10 +77,11 @@ def plot_paired(paired: dict, path: Path, reference: str = REFERENCES[0], split:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from larr.io import save_figure
 
-    names = list(table)
+    names = [r for r in (order or []) if r in table] + sorted(set(table) - set(order or []))
     fig, axes = plt.subplots(1, len(SLICES), figsize=(3.2 * len(SLICES) + 1.5, 0.42 * len(names) + 1.6),
                              sharey=True)
     y = np.arange(len(names))[::-1]
@@ -95,6 +97,7 @@ def plot_paired(paired: dict, path: Path, reference: str = REFERENCES[0], split:
             ax.scatter([e["mean"]], [yi], s=36, zorder=4, color="C3" if e["significant"] else "white",
                        edgecolors="C3")
         ax.axvline(0, color="k", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.set_title(f"{split} · {name}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.set_xlabel(f"Δ AUC vs {reference}")

@@ -109,7 +109,7 @@ def plot_per_value(table: dict, rows: list[str], path: Path) -> Path | None:
     from larr.io import save_figure
 
     shown = [r for r in rows if r != table["reference"]]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.33 * max(len(lines), len(bands)) + 2.2),
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.33 * max(len(lines), len(bands)) + 2.8),
                              gridspec_kw={"width_ratios": [3, 2]})
     for ax, items, label in ((axes[0], lines, lambda e: f"{e['feature']}: {e['value']} ({e['rows']})"),
                              (axes[1], bands, lambda b: f"rarest value seen {b['band']}× ({b['rows']})")):
@@ -121,9 +121,10 @@ def plot_per_value(table: dict, rows: list[str], path: Path) -> Path | None:
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y, [label(e) for e in items], fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-        ax.set_xlabel(f"Δ test AUC vs {table['reference']} (mean over seeds)")
+        ax.set_xlabel(f"Δ test AUC vs {table['reference']}, mean over seeds", fontsize=9)
     axes[0].set_title("never seen in train (test rows)", fontsize=10)
     axes[1].set_title("seen rows by rarity of their rarest value", fontsize=10)
-    axes[1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(shown), 5), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return save_figure(fig, path)
