@@ -299,13 +299,19 @@ class ExperimentConfig(_Strict):
     """The stage-3 comparison (`larr evaluate`): every row on the same split, seeds, epochs and sizes."""
 
     models: list[str] = Field(list(ROWS), description="Rows of the table (names: larr.rec.rows.ROWS).")
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Each row is trained once per seed (mean ± std).")
+    seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1, description="Each row is trained once per seed; rows are "
+                             "compared paired by seed (larr.rec.paired: mean Δ and a 95 % t-interval, from 2 seeds on).")
     backbone: BackboneName | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
     larr_encoder: EncoderName = Field(
         "larr", description=f"Store the LARR rows read ({', '.join(LARR_STORE_ROWS)}); 'minilm' or "
         "'untuned' stand in before a stage-2 model exists.")
     workers: int = Field(2, ge=1, description="(model, seed) runs trained in parallel processes (1 thread each).")
     reuse: bool = Field(True, description="Keep finished runs in RUN_DIR/stage3 whose config and data match.")
+    rare_below: int = Field(
+        100, ge=1, description="The rare slice: rows (without a never-seen value) whose rarest scene value has fewer "
+        "than this many train rows (larr.rec.slices); every metric is reported on all / unseen / rare / frequent. "
+        "A request has 10-20 rows, so 100 is a value seen in a handful of requests; at 20 the demo world's rare "
+        "slice holds only ~300 test rows, too few to tell rows apart (per_value splits it by band).")
 
 
 SweepParam = Literal["align_temperature", "align_weight", "scene_layers", "scene_size"]

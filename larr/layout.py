@@ -29,6 +29,7 @@ STAGE_CONFIG_FILE = "larr_config.yaml"  # stage1/, stage2/: the config that trai
 STAGE1_STATS, STAGE2_STATS = "larr_stage1.json", "larr_stage2.json"
 METRICS_FILE = "metrics.json"  # stage3/<run>/: metrics, config and provenance of one run
 SCENE_STATS_FILE = "llm_stats.safetensors"  # stage3/<run>/: per-feature mean/scale of the raw LLM vectors
+PREDICTIONS_FILE = "predictions.safetensors"  # stage3/<run>/: click probabilities of the valid and test rows
 
 TREE: list[tuple[str, str]] = [
     (CONFIG_FILE, "the config actually used (written by every stage command)"),
@@ -40,12 +41,12 @@ TREE: list[tuple[str, str]] = [
     (f"{EMBEDDINGS}/<encoder>/", "frozen vectors per encoder: vectors.safetensors, keys.json, meta.json (larr embed)"),
     (f"{STAGE3}/{FEATURES}/", "feature spec + split tensors, cached for every stage-3 run"),
     (f"{STAGE3}/<row>_seed<k>/", f"one trained CTR model (larr train | evaluate): model.safetensors, config.json, "
-                                f"features.json, {METRICS_FILE}, {SCENE_STATS_FILE}"),
+                                f"features.json, {METRICS_FILE}, {SCENE_STATS_FILE}, {PREDICTIONS_FILE}"),
     (f"{STAGE3}/{SWEEP}/<param>=<value>_seed<k>/", "a sweep run, same files (larr sweep)"),
     (f"{STAGE3_CKPT}/<run>/", "resumable stage-3 checkpoint of a run"),
     (f"{EXPORT}/<row>_seed<k>/", "model.onnx + export.json (larr export)"),
     (f"{LOGS}/<stage>/", f"TensorBoard: {LOGS}/{STAGE1}, {LOGS}/{STAGE2}, {LOGS}/{STAGE3}/<row>/seed<k>"),
-    (f"{PLOTS}/", "ctr_auc.png, sweep_<param>.png (larr evaluate | sweep)"),
+    (f"{PLOTS}/", "ctr_auc.png, paired_delta.png, per_value.png, sweep_<param>.png (larr evaluate | sweep)"),
     (REPORT_JSON, "every stage's figures, one section per stage"),
     (REPORT_MD, "the same, rendered for people"),
 ]

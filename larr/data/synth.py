@@ -5,6 +5,10 @@ attribute tables used only for evaluation) and returns a summary. The world, the
 and what is unseen in the test period are documented in ``docs/world.md``; the vocabularies
 and hidden attributes live in :mod:`larr.data.world`.
 
+World v2 adds two long-tail scene features, ``landmark`` and ``event``: hundreds of named,
+Zipf-popular instances whose hidden attributes come from their type (a hospital, a concert),
+drawn per world; new landmarks open over time and events are dated.
+
 Everything is vectorised numpy, one day at a time with its own random generator (so the
 output depends only on the seed, never on chunking), written to Parquet row group by row
 group with bounded memory.
@@ -38,12 +42,17 @@ class Preset:
     n_days: int
     n_requests: int
     chunk_rows: int  # rows per Parquet row group (bounded memory for large worlds)
+    n_landmarks: int = 360  # named nearby landmarks (long tail)
+    n_events: int = 160  # named local events (long tail), "none" not counted
 
 
 PRESETS: dict[str, Preset] = {
-    "quick": Preset(n_shops=60, n_users=300, n_days=120, n_requests=1_500, chunk_rows=1 << 20),
-    "demo": Preset(n_shops=500, n_users=3_000, n_days=180, n_requests=20_000, chunk_rows=1 << 20),
-    "large": Preset(n_shops=5_000, n_users=200_000, n_days=365, n_requests=1_450_000, chunk_rows=1 << 20),
+    "quick": Preset(n_shops=60, n_users=300, n_days=120, n_requests=1_500, chunk_rows=1 << 20,
+                    n_landmarks=60, n_events=20),
+    "demo": Preset(n_shops=500, n_users=3_000, n_days=180, n_requests=20_000, chunk_rows=1 << 20,
+                   n_landmarks=600, n_events=180),
+    "large": Preset(n_shops=5_000, n_users=200_000, n_days=365, n_requests=1_450_000, chunk_rows=1 << 20,
+                    n_landmarks=3_000, n_events=1_500),
 }
 
 SPLIT_FRACS = (0.75, 0.10, 0.15)
@@ -71,6 +80,23 @@ HOTEL_SHARE = 0.05  # share of requests from hotels once hotel delivery has laun
 NEW_SHOP_SHARE = 0.05  # shops opening during the test period
 
 AUC_BINS = 8192  # streaming AUC: histogram of logits over [-12, 8)
+RARE_ROWS = 20  # a seen scene value with fewer train rows than this (≈ one request) is *rare*
+SPARSE_ROWS = 100  # ... with RARE_ROWS..99 train rows (≈ 2-6 requests) *sparse*
+SLICES = ("unseen", "rare", "sparse", "frequent")
+"""Test rows by their rarest scene value: any value unseen in train / else its train rows < 20 / < 100 / more."""
+ID_PRIOR_ROWS = 30  # the ID oracle shrinks a value seen in k train rows: k/(k+30) own, the rest feature mean
+
+# ---------------------------------------------------------------------------- long tail (landmarks, events)
+LANDMARK_OPEN = (0.80, 0.05, 0.06, 0.05, 0.04)  # landmarks open from day 0 / opening in train / in its last
+LATE_TRAIN = 0.1  # tenth (LATE_TRAIN) / in valid / in test (its first 70 %)
+RAMP_DAYS = 10  # a new landmark's traffic grows linearly over its first 10 (sampled) days
+NEW_LANDMARK_RANKS = (0.05, 0.4)  # a landmark opening after day 0 draws its popularity rank from this band
+# of the ranks (5 %-40 %: busier than the typical landmark, never one of the few giants)
+EVENT_REACH = 0.9  # share of its district's requests (in its hours) the most popular event reaches
+EVENT_REACH_MIN = 0.1  # ... and the least popular (Zipf in between)
+EVENT_NEAR_KM, EVENT_NEAR_FACTOR = 4.0, 0.3  # districts this close see the event at this share of its reach
+RECURRING_SHARE = 0.04  # of events: weekly series (a farmers' market, a league team's home games)
+RECURRING_DAY_P = 0.5  # a series is on with this probability on each weekend day
 
 SCENE_FEATURES = W.SCENE_FEATURES
 SCENE_NAMES = [f.name for f in SCENE_FEATURES]
@@ -80,8 +106,14 @@ STR_SCENE = [f.name for f in SCENE_FEATURES if f.kind == "str"]
 # ---------------------------------------------------------------------------- vocabularies
 
 
-def scene_vocab() -> dict[str, tuple[str, ...]]:
-    """Every value of every scene feature, as it appears in impressions (hours stringified)."""
+def scene_vocab(world: World | None = None) -> dict[str, tuple[str, ...]]:
+    """Every value of every scene feature, as it appears in impressions (hours stringified).
+
+    The long-tail features (landmark, event) are drawn per world: without ``world`` only the ten
+    fixed features are returned (their codes are the same in every world).
+    """
+    if world is not None:
+        return world.vocab
     return {
         "time_slot": W.TIME_SLOTS,
         "hour": tuple(str(h) for h in range(24)),
@@ -104,8 +136,13 @@ def _hour_attrs(h: int) -> np.ndarray:
     return v + np.array(extra)
 
 
-def scene_attributes() -> dict[str, np.ndarray]:
-    """Hidden attribute matrix (values × DIMS) of every scene feature, rows in vocabulary order."""
+def scene_attributes(world: World | None = None) -> dict[str, np.ndarray]:
+    """Hidden attribute matrix (values × DIMS) of every scene feature, rows in vocabulary order.
+
+    Scaled by FEATURE_SCALE. Without ``world`` only the ten fixed features (see :func:`scene_vocab`).
+    """
+    if world is not None:
+        return world.scene_attrs
     holiday_attrs = {"none": W.vec(), **{h.name: h.attrs for h in W.HOLIDAYS}}
     dtype_of = {d.name: d.kind for d in W.DISTRICTS}
     table = {
@@ -202,6 +239,9 @@ class World:
     hotel_cdf: np.ndarray
     scene_attrs: dict[str, np.ndarray]
     cuisine_centred: np.ndarray  # cuisines × DIMS, minus the mean cuisine
+    landmarks: Landmarks
+    events: Events
+    vocab: dict[str, tuple[str, ...]]  # every scene feature's values (scene_vocab(world))
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -229,7 +269,11 @@ def build_world(preset: Preset | str = "demo", seed: int = 0) -> World:
     shops = build_shops(p, cal, _rng(seed, 1))
     users = build_users(p, _rng(seed, 2))
     km = district_km()[:, shops.district].astype(np.float32)
-    attrs = scene_attributes()
+    landmarks = build_landmarks(p, cal, _rng(seed, 4))
+    events = build_events(p, cal, landmarks, _rng(seed, 5))
+    vocab = {**scene_vocab(), "landmark": tuple(landmarks.name), "event": tuple(events.name)}
+    attrs = {**scene_attributes(), "landmark": W.FEATURE_SCALE["landmark"] * landmarks.attrs,
+             "event": W.FEATURE_SCALE["event"] * events.attrs}
     cuis = cuisine_attributes()
     return World(
         preset=p, seed=seed, calendar=cal, shops=shops, users=users, km=km,
@@ -241,6 +285,7 @@ def build_world(preset: Preset | str = "demo", seed: int = 0) -> World:
         hotel_cdf=_district_cdf(W.HOTEL_DISTRICT_WEIGHT),
         scene_attrs=attrs,
         cuisine_centred=cuis - cuis.mean(0),
+        landmarks=landmarks, events=events, vocab=vocab,
     )
 
 
@@ -373,6 +418,235 @@ def _daily_celsius(season: np.ndarray, weather: np.ndarray, names: tuple[str, ..
     t = np.where(is_["heatwave"], np.clip(np.maximum(t + 4.0, 35.5 + 3.0 * rng.random(len(t))), None, 39.5),
                  np.minimum(t, 34.5))
     return t
+
+
+# ---------------------------------------------------------------------------- long tail: landmarks, events
+
+# Which district kinds each location type occurs in (see _requests); a landmark serves the
+# location types of its LandmarkType, so an office request is near an office tower, not a school.
+LOCATION_DISTRICTS: dict[str, tuple[str, ...]] = {
+    "home": ("residential", "suburb", "nightlife"), "office": ("office",), "campus": ("university",),
+    "entertainment venue": ("nightlife",), "friend's home": ("residential", "suburb"),
+    "hotel": ("office", "nightlife", "suburb"),
+}
+
+
+@dataclass
+class Landmarks:
+    """Named landmarks: the nearest one to a request's delivery address is its ``landmark`` value."""
+
+    name: list[str]
+    kind: np.ndarray  # index into W.LANDMARK_TYPES
+    district: np.ndarray
+    attrs: np.ndarray  # landmarks × DIMS, type vector + noise (unscaled)
+    weight: np.ndarray  # Zipf popularity
+    open_day: np.ndarray
+    pair_segment: np.ndarray  # (segment, landmark) pairs, by segment: segment = district·locations + location
+    pair_landmark: np.ndarray  # a landmark serves its location types in its district
+
+    def day_cdf(self, day: int) -> np.ndarray:
+        """Per-segment CDFs over the pairs, ∝ popularity × ramp-up on ``day``; segment s spans (s, s+1]."""
+        ramp = np.clip((day - self.open_day + 1) / np.where(self.open_day > 0, RAMP_DAYS, 1), 0.0, 1.0)
+        w = (self.weight * ramp)[self.pair_landmark]
+        n_seg = len(W.DISTRICTS) * len(W.LOCATION_TYPES)
+        mass = np.bincount(self.pair_segment, weights=w, minlength=n_seg)
+        before = np.concatenate([[0.0], np.cumsum(mass)[:-1]])
+        c = (np.cumsum(w) - before[self.pair_segment]) / np.maximum(mass, 1e-300)[self.pair_segment]
+        last = np.r_[self.pair_segment[1:] != self.pair_segment[:-1], True]
+        c[last] = 1.0
+        return self.pair_segment + np.minimum(c, 1.0)
+
+    def draw(self, cdf: np.ndarray, district: np.ndarray, location: np.ndarray, u: np.ndarray) -> np.ndarray:
+        seg = district * len(W.LOCATION_TYPES) + location
+        return self.pair_landmark[np.searchsorted(cdf, seg + u, side="right")]
+
+
+def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
+    """Popularity r^-s for a random assignment of ranks 1..n."""
+    return (1.0 + rng.permutation(n)) ** -s
+
+
+def _fill(template: str, rng: np.random.Generator, **given: str) -> str:
+    pick = {
+        "place": _choose(rng, W.LANDMARK_PLACES), "brand": "",
+        "side": _choose(rng, W.LANDMARK_SIDES), "exit": _choose(rng, W.LANDMARK_EXITS),
+        "n": str(int(rng.integers(1, 10))), "artist": _choose(rng, W.EVENT_ARTISTS),
+        "game": _choose(rng, W.EVENT_GAMES), "industry": _choose(rng, W.EVENT_INDUSTRIES),
+        "food": _choose(rng, W.EVENT_FOODS),
+    }
+    teams = rng.permutation(len(W.EVENT_TEAMS))[:2]
+    pick.update(team=W.EVENT_TEAMS[teams[0]], team2=W.EVENT_TEAMS[teams[1]])
+    pick.update(given)
+    return template.format(**pick)
+
+
+def _unique(name: str, taken: set[str], suffix: str) -> str:
+    """A unique name: a repeated one gets ``(suffix)`` (its district or date), then a number."""
+    if name in taken and suffix not in name:
+        name = f"{name} ({suffix})"
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base} No. {k}", k + 1
+    taken.add(name)
+    return name
+
+
+def build_landmarks(p: Preset, cal: Calendar, rng: np.random.Generator) -> Landmarks:
+    """Landmarks of the city: every occurring (district, location type) gets one from day 0, the rest
+    drawn by type weight; Zipf popularity; most exist from day 0, some open in train, valid or test."""
+    types = W.LANDMARK_TYPES
+    kinds, dists = [], []
+    for d, district in enumerate(W.DISTRICTS):  # anchors
+        for loc, where in LOCATION_DISTRICTS.items():
+            if district.kind not in where or any(loc in types[k].locations for k, dd in zip(kinds, dists) if dd == d):
+                continue
+            ok = [k for k, t in enumerate(types) if district.kind in t.districts and loc in t.locations]
+            w = np.array([types[k].weight for k in ok])
+            kinds.append(ok[int(rng.choice(len(ok), p=w / w.sum()))])
+            dists.append(d)
+    n_anchor = len(kinds)
+    tw = np.array([t.weight for t in types])
+    for _ in range(max(0, p.n_landmarks - n_anchor)):
+        k = int(rng.choice(len(types), p=tw / tw.sum()))
+        ok = [d for d, x in enumerate(W.DISTRICTS) if x.kind in types[k].districts]
+        kinds.append(k)
+        dists.append(ok[int(rng.integers(len(ok)))])
+    kind, district = np.array(kinds), np.array(dists)
+    n = len(kind)
+
+    n_days = len(cal.date)
+    train_end, test_start = cal.split_start[1], cal.split_start[2]
+    phase = np.minimum(np.searchsorted(np.cumsum(LANDMARK_OPEN), rng.random(n), side="right"), 4)
+    phase[:n_anchor] = 0
+    late = max(1, round((1 - LATE_TRAIN) * train_end))
+    lo = np.array([0, 1, late, train_end, test_start])[phase]
+    hi = np.array([1, late, train_end, test_start, test_start + max(1, int(0.7 * (n_days - test_start)))])[phase]
+    open_day = (lo + rng.random(n) * (hi - lo)).astype(np.int64)
+
+    weight = _zipf_weights(n, W.LANDMARK_ZIPF_S, rng)
+    new = open_day > 0
+    lo_rank, hi_rank = (max(1, int(f * n)) for f in NEW_LANDMARK_RANKS)
+    weight[new] = rng.integers(lo_rank, hi_rank + 1, int(new.sum())).astype(np.float64) ** -W.LANDMARK_ZIPF_S
+    attrs = np.array([types[k].attrs for k in kind]) + rng.normal(0.0, W.LONG_TAIL_NOISE, (n, len(W.DIMS)))
+    taken: set[str] = set()
+    names = []
+    for k, d in zip(kind, district):
+        dname = W.DISTRICTS[d].name
+        place = dname if rng.random() < 0.4 and "University" not in dname else _choose(rng, W.LANDMARK_PLACES)
+        brand = _choose(rng, W.LANDMARK_BRANDS.get(types[k].name, ("City",)))
+        names.append(_unique(_fill(_choose(rng, types[k].names), rng, place=place, brand=brand), taken, dname))
+
+    n_loc = len(W.LOCATION_TYPES)
+    pairs = {(d * n_loc + W.LOCATION_TYPES.index(loc), j) for j, (k, d) in enumerate(zip(kind, district))
+             for loc in types[k].locations}
+    covered = {seg for seg, _ in pairs}
+    for seg in range(len(W.DISTRICTS) * n_loc):  # a pair that never occurs: any landmark of the district
+        if seg not in covered:
+            pairs |= {(seg, j) for j in np.flatnonzero(district == seg // n_loc)}
+    pair = np.array(sorted(pairs), dtype=np.int64)
+    return Landmarks(names, kind, district, attrs, weight, open_day, pair[:, 0], pair[:, 1])
+
+
+@dataclass
+class Events:
+    """Named local events; code 0 is "none". An event is on in its district (and, weaker, nearby
+    districts) on its days and hours, reaching a Zipf-distributed share of the requests there."""
+
+    name: list[str]
+    kind: np.ndarray  # index into W.EVENT_TYPES, -1 for none
+    district: np.ndarray
+    attrs: np.ndarray  # (1 + events) × DIMS, row 0 zero (unscaled)
+    reach: np.ndarray
+    hours: np.ndarray  # (1 + events) × 2: first hour, last hour (may exceed 23: past midnight)
+    first_day: np.ndarray  # first active day (-1 for none)
+    by_day: list[np.ndarray]  # per day: active events, most popular first
+
+
+def build_events(p: Preset, cal: Calendar, landmarks: Landmarks, rng: np.random.Generator) -> Events:
+    types = W.EVENT_TYPES
+    n_days = len(cal.date)
+    months = np.array([d.month for d in cal.date])
+    n_rec = max(2, round(RECURRING_SHARE * p.n_events))
+    names, kinds, dists, hours, active = ["none"], [-1], [0], [(0, 0)], [np.zeros(0, np.int64)]
+    taken = {"none"}
+    landmark_type = np.array([W.LANDMARK_TYPES[x].name for x in landmarks.kind])
+    for j in range(p.n_events):
+        recurring = j < n_rec
+        pool = [k for k, t in enumerate(types) if t.recurring == recurring]
+        w = np.array([types[k].weight for k in pool])
+        for _attempt in range(50):
+            k = pool[int(rng.choice(len(pool), p=w / w.sum()))]
+            t = types[k]
+            ok = [d for d, x in enumerate(W.DISTRICTS) if x.kind in t.districts]
+            d = ok[int(rng.integers(len(ok)))]
+            if recurring:  # half the series run from early on, half start late in train (seen a few times)
+                train_end = cal.split_start[1]
+                start = (int(rng.integers(0, max(1, train_end // 3))) if j % 2 == 0
+                         else int(rng.integers(int((1 - LATE_TRAIN) * train_end), train_end)))
+                days = np.flatnonzero((np.arange(n_days) >= start) & (cal.weekday >= 5)
+                                      & (rng.random(n_days) < RECURRING_DAY_P))
+            else:
+                allowed = np.flatnonzero(np.isin(months, t.months)) if t.months else np.arange(n_days)
+                if not len(allowed):
+                    continue
+                start = int(allowed[int(rng.integers(len(allowed)))])
+                days = np.arange(start, min(n_days, start + int(rng.integers(t.days[0], t.days[1] + 1))))
+            venues = np.flatnonzero((landmarks.district == d) & (landmarks.open_day <= start)
+                                    & np.isin(landmark_type, t.venues))
+            if len(venues):
+                venue = _venue_name(landmarks.name[int(venues[int(rng.integers(len(venues)))])])
+            elif "" in t.venues:
+                venue = W.DISTRICTS[d].name
+            else:
+                continue
+            dname = W.DISTRICTS[d].name
+            uni = dname if "University" in dname else f"{dname} University"
+            name = _fill(_choose(rng, t.names), rng, venue=venue, district=dname, uni=uni)
+            names.append(_unique(name, taken, cal.date[start].strftime("%d %b").lstrip("0")))
+            kinds.append(k)
+            dists.append(d)
+            hours.append(t.hours)
+            active.append(days)
+            break
+    n = len(names)
+    kind = np.array(kinds)
+    attrs = np.zeros((n, len(W.DIMS)))
+    attrs[1:] = np.array([types[k].attrs for k in kind[1:]]) + rng.normal(0.0, W.LONG_TAIL_NOISE, (n - 1, len(W.DIMS)))
+    reach = np.zeros(n)
+    reach[1:] = np.clip(EVENT_REACH * _zipf_weights(n - 1, W.EVENT_ZIPF_S, rng), EVENT_REACH_MIN, None)
+    rec = np.flatnonzero([k >= 0 and types[k].recurring for k in kind])  # the series are the head
+    reach[rec] = np.sort(reach[1:])[::-1][: len(rec)]
+    by_day = [[] for _ in range(n_days)]
+    for e in np.argsort(-reach, kind="stable"):
+        for day in active[e]:
+            by_day[day].append(e)
+    first = np.array([int(a[0]) if len(a) else -1 for a in active])
+    return Events(names, kind, np.array(dists), attrs, reach, np.array(hours), first,
+                  [np.array(x, dtype=np.int64) for x in by_day])
+
+
+def _venue_name(landmark: str) -> str:
+    """"north gate of Riverside Stadium, stand B" → "Riverside Stadium" (where an event takes place)."""
+    for side in W.LANDMARK_SIDES:
+        prefix = f"{side} gate of "
+        if landmark.lower().startswith(prefix):
+            landmark = landmark[len(prefix):]
+    return landmark.split(",")[0]
+
+
+def request_events(world: World, day: int, hour: np.ndarray, district: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Event code of each request (0 = none): the most popular event on there that reaches it."""
+    ev = world.events
+    out = np.zeros(len(hour), dtype=np.int64)
+    near = district_km() <= EVENT_NEAR_KM
+    for e in world.events.by_day[day]:
+        h0, h1 = ev.hours[e]
+        d = ev.district[e]
+        share = np.where(district == d, 1.0, np.where(near[d, district], EVENT_NEAR_FACTOR, 0.0))
+        on = ((hour - h0) % 24 <= h1 - h0) & (out == 0) & (rng.random(len(hour)) < ev.reach[e] * share)
+        out[on] = e
+    return out
 
 
 # ---------------------------------------------------------------------------- shops
@@ -701,6 +975,9 @@ def simulate_day(world: World, day: int) -> DayBatch:
         "temperature": np.full(n_req, cal.temperature[day]),
         "district": district, "district_type": dtype_of[district], "location_type": location,
     }
+    tail_rng = _rng(world.seed, 6, day)  # the long-tail draws have their own stream
+    scene["landmark"] = world.landmarks.draw(world.landmarks.day_cdf(day), district, location, tail_rng.random(n_req))
+    scene["event"] = request_events(world, day, hour, district, tail_rng)
     need = scene_need(world, scene)
     req, shop, position = _feed(world, day, user, hour, district, rng)
     logit, affinity = click_logit(world, user[req], shop, position, district[req], hour[req], need[req],
@@ -800,16 +1077,19 @@ class ImpressionWriter:
     """Streams day batches into impressions.parquet, marks unseen scenes, and keeps statistics.
 
     Train days come first, so by the first valid day every value seen in train is known and
-    ``unseen_scene`` is exact. The same pass keeps streaming AUC histograms of the exact click
-    logit (the oracle), of the logit an ID model could at best know (unseen values replaced by
-    the train-average of their feature) and of the logit without the scene affinity.
+    ``unseen_scene`` is exact. The same pass keeps streaming AUC histograms, on the test rows and
+    their slices (``SLICES``: unseen / rare / sparse / frequent by the row's rarest value), of the
+    exact click logit (the oracle), of the logit an ID model could at best know (each value's
+    attributes shrunk towards its feature's train average by its train rows, see ``ID_PRIOR_ROWS``;
+    an unseen value is the average) and of the logit without the scene affinity.
     """
 
     def __init__(self, world: World, path: Path):
         self.world = world
-        self.vocab = scene_vocab()
+        self.vocab = scene_vocab(world)
+        self.index_type = {f: pa.int8() if len(v) < 128 else pa.int16() for f, v in self.vocab.items()}
         self.table = impressions_table(SCENE_FEATURES)
-        self.schema = _impressions_schema(self.table)
+        self.schema = _impressions_schema(self.table, self.index_type)
         self.writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=["split", *STR_SCENE],
                                        write_statistics=["request_id", "ts", "day", "split"])
         # Parquet encoding releases the GIL: one background thread compresses a row group while the
@@ -820,8 +1100,10 @@ class ImpressionWriter:
         self.train_count = {f: np.zeros(len(v), dtype=np.int64) for f, v in self.vocab.items()}
         self.by_split = {s: {"rows": 0, "clicks": 0, "unseen_rows": 0, "requests": 0} for s in SPLITS}
         self.values_by_split = {s: {f: np.zeros(len(v), dtype=bool) for f, v in self.vocab.items()} for s in SPLITS}
-        self.auc_hist = {k: np.zeros((AUC_BINS, 2), dtype=np.int64) for k in
-                         ("oracle", "oracle_unseen", "id_unseen", "no_scene_unseen", "no_scene")}
+        self.auc_hist = {f"{k}_{part}": np.zeros((AUC_BINS, 2), dtype=np.int64)
+                         for k in ("oracle", "id", "no_scene") for part in ("test", *SLICES)}
+        self.slice_rows = {part: 0 for part in SLICES}
+        self.id_attrs: dict[str, np.ndarray] | None = None  # fixed once train is over
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_rows = 0
         self.next_request = 0
@@ -836,7 +1118,7 @@ class ImpressionWriter:
         unseen_feat = {f: ~self.seen[f][b.scene[f]] for f in SCENE_NAMES}
         unseen_req = np.logical_or.reduce(list(unseen_feat.values()))
         unseen = unseen_req[b.req]
-        self._stats(b, split, unseen, unseen_feat)
+        self._stats(b, split, unseen)
 
         n = len(b.req)
         cols = {
@@ -849,7 +1131,8 @@ class ImpressionWriter:
             "label": b.label,
             "split": np.full(n, split, dtype=np.int8),
             "unseen_scene": unseen,
-            **{f: b.scene[f][b.req].astype(np.int32 if f == "hour" else np.int8) for f in SCENE_NAMES},
+            **{f: b.scene[f][b.req].astype(np.int32 if f == "hour" else self.index_type[f].to_pandas_dtype())
+               for f in SCENE_NAMES},
         }
         self.next_request += len(b.ts)
         self.pending.append(cols)
@@ -857,7 +1140,7 @@ class ImpressionWriter:
         if self.pending_rows >= self.world.preset.chunk_rows:
             self.flush()
 
-    def _stats(self, b: DayBatch, split: int, unseen: np.ndarray, unseen_feat: dict[str, np.ndarray]) -> None:
+    def _stats(self, b: DayBatch, split: int, unseen: np.ndarray) -> None:
         name = SPLITS[split]
         st = self.by_split[name]
         st["rows"] += len(b.req)
@@ -868,22 +1151,32 @@ class ImpressionWriter:
             self.values_by_split[name][f][b.scene[f]] = True
         if name != "test":
             return
-        self._hist("oracle", b.logit, b.label)
-        self._hist("no_scene", b.logit - b.affinity, b.label)
-        if unseen.any():
-            id_logit = b.logit - b.affinity + self._id_affinity(b, unseen_feat)
-            self._hist("oracle_unseen", b.logit[unseen], b.label[unseen])
-            self._hist("id_unseen", id_logit[unseen], b.label[unseen])
-            self._hist("no_scene_unseen", (b.logit - b.affinity)[unseen], b.label[unseen])
+        rarest = np.min([self.train_count[f][b.scene[f]] for f in SCENE_NAMES], axis=0)[b.req]
+        masks = {"test": np.ones(len(b.req), dtype=bool), "unseen": unseen, "rare": ~unseen & (rarest < RARE_ROWS),
+                 "sparse": ~unseen & (rarest >= RARE_ROWS) & (rarest < SPARSE_ROWS), "frequent": rarest >= SPARSE_ROWS}
+        logits = {"oracle": b.logit, "no_scene": b.logit - b.affinity,
+                  "id": b.logit - b.affinity + self._id_affinity(b)}
+        for part, m in masks.items():
+            if part != "test":
+                self.slice_rows[part] += int(m.sum())
+            if m.any():
+                for k, x in logits.items():
+                    self._hist(f"{k}_{part}", x[m], b.label[m])
 
-    def _id_affinity(self, b: DayBatch, unseen_feat: dict[str, np.ndarray]) -> np.ndarray:
-        """The affinity an ID model could know: each unseen value replaced by its feature's train average."""
-        need = b.need.copy()
-        for f, mask in unseen_feat.items():
-            if mask.any():
-                attrs = self.world.scene_attrs[f]
-                mean = self.train_count[f] @ attrs / max(1, self.train_count[f].sum())
-                need[mask] += mean - attrs[b.scene[f][mask]]
+    def _id_affinity(self, b: DayBatch) -> np.ndarray:
+        """The affinity an ID model could know from the train split (see ``ID_PRIOR_ROWS``).
+
+        A value seen in k train rows keeps k/(k + ID_PRIOR_ROWS) of its attributes and takes the rest
+        from its feature's train average; an unseen value (k = 0) is the train average.
+        """
+        if self.id_attrs is None:
+            self.id_attrs = {}
+            for f in SCENE_NAMES:
+                attrs, k = self.world.scene_attrs[f], self.train_count[f].astype(np.float64)
+                mean = k @ attrs / max(1.0, k.sum())
+                w = (k / (k + ID_PRIOR_ROWS))[:, None]
+                self.id_attrs[f] = w * attrs + (1.0 - w) * mean
+        need = scene_need(self.world, b.scene, self.id_attrs)
         c = self.world.shops.cuisine[b.shop]
         return BETA * np.einsum("nd,nd->n", need[b.req], self.world.cuisine_centred[c])
 
@@ -899,7 +1192,8 @@ class ImpressionWriter:
         for field in self.schema:
             v = cols[field.name]
             if pa.types.is_dictionary(field.type):
-                arrays.append(pa.DictionaryArray.from_arrays(pa.array(v, pa.int8()), self._dictionary(field.name)))
+                arrays.append(pa.DictionaryArray.from_arrays(pa.array(v, field.type.index_type),
+                                                             self._dictionary(field.name)))
             else:
                 arrays.append(pa.array(v, field.type))
         table = pa.Table.from_arrays(arrays, schema=self.schema)
@@ -925,12 +1219,13 @@ class ImpressionWriter:
             self.writer.close()
 
 
-def _impressions_schema(table: Table) -> pa.Schema:
+def _impressions_schema(table: Table, index_type: dict[str, pa.DataType]) -> pa.Schema:
+    """String scene columns are dictionary-encoded, int8 codes (int16 for features over 127 values)."""
     types = {"request_id": pa.int64(), "ts": pa.int64(), "unseen_scene": pa.bool_()}
     fields = []
     for col in table.columns:
         if col.name == "split" or col.name in STR_SCENE:
-            t = pa.dictionary(pa.int8(), pa.string())
+            t = pa.dictionary(index_type.get(col.name, pa.int8()), pa.string())
         else:
             t = types.get(col.name, pa.int32())
         fields.append(pa.field(col.name, t, nullable=False))
@@ -975,9 +1270,9 @@ def users_table(world: World) -> pa.Table:
     }).select(USERS.column_names)
 
 
-def scene_attributes_table() -> pa.Table:
+def scene_attributes_table(world: World) -> pa.Table:
     """Hidden attributes of every scene value (evaluation only; models never read it)."""
-    vocab, attrs = scene_vocab(), scene_attributes()
+    vocab, attrs = scene_vocab(world), scene_attributes(world)
     feature = [f for f in SCENE_NAMES for _ in vocab[f]]
     value = [v for f in SCENE_NAMES for v in vocab[f]]
     mat = np.concatenate([attrs[f] for f in SCENE_NAMES])
@@ -1006,7 +1301,7 @@ def generate(out_dir: Path, preset: str | Preset = "demo", seed: int = 0, progre
 
     write_parquet(shops_table(world), out_dir / SHOPS.file)
     write_parquet(users_table(world), out_dir / USERS.file)
-    write_parquet(scene_attributes_table(), out_dir / "scene_attributes.parquet")
+    write_parquet(scene_attributes_table(world), out_dir / "scene_attributes.parquet")
     write_parquet(cuisine_attributes_table(), out_dir / "cuisine_attributes.parquet")
     with atomic_path(out_dir / "impressions.parquet") as tmp:
         sink = ImpressionWriter(world, tmp)
@@ -1041,7 +1336,8 @@ def _progress(batches: Iterator[DayBatch], world: World, enabled: bool) -> Itera
 
 
 def world_facts(world: World, sink: ImpressionWriter, preset_name: str) -> dict:
-    """world.json: counts, CTR and unseen share per split, test-only values, new shops, reference AUCs."""
+    """world.json: counts, CTR and unseen share per split, test-only and valid-first values with their nearest
+    seen value, the per-feature long-tail summary, new shops, reference AUCs per test slice."""
     cal, vocab = world.calendar, sink.vocab
     st = sink.by_split
     starts = cal.split_start + (len(cal.date),)
@@ -1056,7 +1352,8 @@ def world_facts(world: World, sink: ImpressionWriter, preset_name: str) -> dict:
         return out
 
     test_only = unseen_values("test")
-    h = {k: auc_from_hist(v) for k, v in sink.auc_hist.items()}
+    valid_first = unseen_values("valid")
+    h = {k: _round(auc_from_hist(v)) for k, v in sink.auc_hist.items()}
     return {
         "dataset": "synth",
         "preset": preset_name,
@@ -1073,31 +1370,60 @@ def world_facts(world: World, sink: ImpressionWriter, preset_name: str) -> dict:
         "unseen_share": {s: _ratio(st[s]["unseen_rows"], st[s]["rows"]) for s in SPLITS},
         "split_days": {s: [starts[i], starts[i + 1] - 1] for i, s in enumerate(SPLITS)},
         "test_only_values": test_only,
-        "valid_unseen_values": unseen_values("valid"),
-        "nearest_seen_value": _nearest_seen(test_only, sink.seen),
+        "valid_first_values": valid_first,
+        "valid_unseen_values": valid_first,
+        "nearest_seen_value": _nearest_seen(world, {f: test_only.get(f, []) + [v for v in valid_first.get(f, [])
+                                                                            if v not in test_only.get(f, [])]
+                                                    for f in {**test_only, **valid_first}}, sink.seen),
+        "long_tail": long_tail_facts(world, sink),
         "new_shop_ids": new_shops.tolist(),
         "hotel_launch_day": int(np.argmax(cal.hotel_share > 0)) if (cal.hotel_share > 0).any() else None,
         "reference_auc": {
-            "test_oracle": _round(h["oracle"]),
-            "test_no_scene": _round(h["no_scene"]),
-            "unseen_oracle": _round(h["oracle_unseen"]),
-            "unseen_id_oracle": _round(h["id_unseen"]),
-            "unseen_no_scene": _round(h["no_scene_unseen"]),
+            "test_oracle": h["oracle_test"],
+            "test_id_oracle": h["id_test"],
+            "test_no_scene": h["no_scene_test"],
+            **{f"{part}_{k}": h[f"{key}_{part}"] for part in SLICES
+               for k, key in (("oracle", "oracle"), ("id_oracle", "id"), ("no_scene", "no_scene"))},
         },
+        "test_slice_rows": dict(sink.slice_rows),
         "attribute_dims": list(W.DIMS),
     }
 
 
-def _nearest_seen(test_only: dict[str, list[str]], seen: dict[str, np.ndarray]) -> dict[str, str]:
-    """For each test-only value, the seen value of its feature with the most similar hidden attributes."""
-    vocab, attrs = scene_vocab(), scene_attributes()
+def long_tail_facts(world: World, sink: ImpressionWriter) -> dict[str, dict]:
+    """Per scene feature: values (vocabulary / occurring), the share of occurring values with fewer than
+    RARE_ROWS train rows (unseen ones included) and among train-seen ones, test-only and valid-first counts."""
     out = {}
-    for f, values in test_only.items():
+    for f in SCENE_NAMES:
+        occurs = np.logical_or.reduce([sink.values_by_split[s][f] for s in SPLITS])
+        k = sink.train_count[f]
+        seen = k > 0
+        test_new = sink.values_by_split["test"][f] & ~seen
+        valid_new = sink.values_by_split["valid"][f] & ~seen
+        out[f] = {
+            "values": len(k), "occurring": int(occurs.sum()), "in_train": int(seen.sum()),
+            "share_under_20_train_rows": _ratio(int((occurs & (k < RARE_ROWS)).sum()), int(occurs.sum())),
+            "share_of_train_values_under_20_rows": _ratio(int((seen & (k < RARE_ROWS)).sum()), int(seen.sum())),
+            "test_only": int(test_new.sum()), "test_only_not_in_valid": int((test_new & ~valid_new).sum()),
+            "valid_first": int(valid_new.sum()),
+            "top_value_train_rows": int(k.max()) if len(k) else 0,
+            "median_train_rows_of_train_values": float(np.median(k[seen])) if seen.any() else 0.0,
+        }
+    return out
+
+
+def _nearest_seen(world: World, listed: dict[str, list[str]], seen: dict[str, np.ndarray]) -> dict[str, str]:
+    """For each listed value, the train-seen value of its feature with the most similar hidden attributes."""
+    vocab, attrs = scene_vocab(world), scene_attributes(world)
+    out = {}
+    for f, values in listed.items():
         a = attrs[f] / np.maximum(np.linalg.norm(attrs[f], axis=1, keepdims=True), 1e-9)
         seen_idx = np.flatnonzero(seen[f])
         for v in values:
             i = vocab[f].index(v)
-            out[f"{f}: {v}"] = vocab[f][seen_idx[np.argmax(a[seen_idx] @ a[i])]]
+            cos = a[seen_idx] @ a[i]
+            tied = seen_idx[cos >= cos.max() - 1e-9]  # same direction (warm vs scorching): the closer one
+            out[f"{f}: {v}"] = vocab[f][tied[np.argmin(np.linalg.norm(attrs[f][tied] - attrs[f][i], axis=1))]]
     return out
 
 
@@ -1108,7 +1434,11 @@ def summary(facts: dict) -> dict:
     out = {k: facts[k] for k in keys}
     ref = facts["reference_auc"]
     out["oracle_auc"] = {"test": ref["test_oracle"], "unseen": ref["unseen_oracle"],
-                         "unseen_id": ref["unseen_id_oracle"]}
+                         "unseen_id": ref["unseen_id_oracle"], "rare": ref["rare_oracle"],
+                         "rare_id": ref["rare_id_oracle"]}
+    out["long_tail"] = {f: {k: facts["long_tail"][f][k] for k in ("occurring", "share_under_20_train_rows",
+                                                                  "test_only", "valid_first")}
+                        for f in W.LONG_TAIL_FEATURES}
     return out
 
 

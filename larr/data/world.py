@@ -6,10 +6,12 @@ Everything is documented in ``docs/world.md``.
 The *hidden semantic attributes* are the heart of the world. Every cuisine and every scene
 value carries a vector over :data:`DIMS`; the click model adds
 ``BETA · need(scene) · (cuisine − mean cuisine)`` to the click logit, where ``need`` is the
-sum of the vectors of the request's ten scene values. Test-only scene values ("typhoon",
+sum of the vectors of the request's twelve scene values. Test-only scene values ("typhoon",
 "Qixi Festival", "hotel", …) get vectors close to the seen value they resemble in meaning,
 so a model that reads "weather: typhoon" as text can transfer what it learnt from
-"weather: thunderstorm", while a model of opaque IDs cannot.
+"weather: thunderstorm", while a model of opaque IDs cannot. The long-tail features (landmark,
+event; world v2) have hundreds of named instances whose vectors come from their *type* (every
+hospital is health+, speed+), most seen a handful of times or never before the test period.
 """
 from __future__ import annotations
 
@@ -556,6 +558,7 @@ TEST_ONLY: dict[str, tuple[str, ...]] = {
 FEATURE_SCALE: dict[str, float] = {
     "time_slot": 0.35, "hour": 0.35, "weekday": 0.4, "day_type": 0.3, "holiday": 2.4, "weather": 2.6,
     "temperature": 1.3, "district": 0.4, "district_type": 0.4, "location_type": 1.8,
+    "landmark": 1.6, "event": 2.2,
 }
 """How much each scene feature matters (its vectors say in which direction); 1 when absent."""
 
@@ -570,4 +573,191 @@ SCENE_FEATURES: list[SceneFeature] = [
     SceneFeature("district", "str", "district: {value}", "District the request comes from."),
     SceneFeature("district_type", "str", "district type: {value}", "Kind of that district."),
     SceneFeature("location_type", "str", "location: {value}", "Kind of place the user orders to."),
+    SceneFeature("landmark", "str", "nearby landmark: {value}", "Nearest named place to the delivery address."),
+    SceneFeature("event", "str", "local event: {value}", "Event under way near the request ('none' most of the time)."),
 ]
+LONG_TAIL_FEATURES = ("landmark", "event")
+"""Scene features whose values are many, Zipf-popular, named instances, drawn per world (see synth.py)."""
+
+
+# ---------------------------------------------------------------------------- long-tail scene features (world v2)
+# Nearby landmarks (points of interest) and local events: many values, Zipf-distributed
+# popularity, named in words that say what they are. A value's hidden attributes are its
+# *type's* vector plus per-instance noise (LONG_TAIL_NOISE); new landmarks open over time and
+# events are dated, so some values first appear in valid and some only in test.
+
+
+@dataclass(frozen=True)
+class LandmarkType:
+    name: str
+    districts: tuple[str, ...]  # district kinds it can be in
+    locations: tuple[str, ...]  # location types whose requests it can be nearest to
+    weight: float  # how common it is
+    names: tuple[str, ...]  # templates: {district} {place} {surname} {n} {exit} {side} {brand}
+    attrs: tuple[float, ...]
+
+
+LANDMARK_TYPES: tuple[LandmarkType, ...] = (
+    LandmarkType("stadium", ("nightlife", "suburb", "residential", "university"), ("entertainment venue", "friend's home", "home"), 0.5,
+                 ("{side} gate of {place} Stadium", "{place} Sports Centre, {side} stand", "{place} Arena, gate {n}"),
+                 vec(sharing=0.8, indulgence=0.7, late_night=0.5, refreshment=0.2)),
+    LandmarkType("hospital", ("residential", "office", "suburb"), ("home", "office", "friend's home"), 0.8,
+                 ("{place} Children's Hospital", "{place} People's Hospital, inpatient building", "{place} Maternity Hospital",
+                  "{place} Hospital of Traditional Medicine", "{place} General Hospital, emergency department"),
+                 vec(health=0.9, speed=0.6, warmth=0.3, indulgence=-0.4, late_night=0.1)),
+    LandmarkType("campus gate", ("university",), ("campus",), 1.2,
+                 ("{side} gate of {place} University", "{place} Polytechnic, {side} gate", "{place} Medical College, {side} gate",
+                  "{place} University dormitory {n}"),
+                 vec(speed=0.6, late_night=0.6, indulgence=0.3)),
+    LandmarkType("library", ("university",), ("campus",), 0.4,
+                 ("{place} University library", "{place} University study hall {n}"),
+                 vec(speed=0.5, late_night=0.4, health=0.2, breakfast=0.2)),
+    LandmarkType("metro station", ("office", "residential", "university", "nightlife", "suburb"),
+                 ("home", "office", "campus", "friend's home", "entertainment venue"), 1.4,
+                 ("{place} metro station, exit {exit}", "{place} Road metro station, exit {exit}", "{place} interchange station"),
+                 vec(speed=0.9, breakfast=0.6, sharing=-0.2)),
+    LandmarkType("train station", ("office", "suburb"), ("office", "hotel", "home"), 0.2,
+                 ("{place} railway station, {side} square", "{place} high-speed railway station"),
+                 vec(speed=1.0, breakfast=0.3, warmth=0.2, sharing=-0.2)),
+    LandmarkType("airport terminal", ("suburb",), ("hotel", "office", "home"), 0.1,
+                 ("{place} Airport Terminal {n} departures", "{place} Airport arrivals hall"),
+                 vec(speed=1.0, breakfast=0.4, refreshment=0.2, sharing=-0.3)),
+    LandmarkType("office tower", ("office",), ("office",), 1.8,
+                 ("{place} Tower {n}", "{brand} Building, {place}", "{place} International Finance Centre, tower {n}",
+                  "{place} Software Park building {n}"),
+                 vec(speed=0.9, health=0.3, indulgence=-0.2, sharing=-0.2)),
+    LandmarkType("exhibition centre", ("office", "suburb"), ("office", "hotel"), 0.3,
+                 ("{place} International Exhibition Centre, hall {n}", "{place} Convention Centre"),
+                 vec(speed=0.7, sharing=0.4, health=0.1)),
+    LandmarkType("night market", ("nightlife", "residential"), ("entertainment venue", "home", "friend's home"), 0.5,
+                 ("{place} night market", "{place} night market, food alley {n}", "{place} Street snack market"),
+                 vec(late_night=1.0, indulgence=0.7, sharing=0.3, health=-0.3)),
+    LandmarkType("bar street", ("nightlife",), ("entertainment venue",), 0.8,
+                 ("{place} Lane bars", "{brand} KTV, {place}", "{place} live music bar", "{place} Brewery taproom"),
+                 vec(late_night=0.9, sharing=0.8, indulgence=0.6, health=-0.3)),
+    LandmarkType("cinema", ("nightlife", "residential", "office"), ("entertainment venue", "home", "friend's home"), 0.5,
+                 ("{brand} IMAX cinema, {place}", "{place} Cineplex", "{place} drive-in cinema"),
+                 vec(indulgence=0.6, late_night=0.5, sharing=0.4, refreshment=0.2)),
+    LandmarkType("shopping mall", ("office", "residential", "nightlife", "suburb"),
+                 ("home", "friend's home", "entertainment venue", "office"), 0.9,
+                 ("{brand} Plaza, {place}", "{place} Shopping Mall", "{place} Outlet Village", "{brand} City, {place}"),
+                 vec(indulgence=0.5, sharing=0.4, refreshment=0.3)),
+    LandmarkType("hotel", ("office", "nightlife", "suburb"), ("hotel", "office", "entertainment venue"), 0.6,
+                 ("{brand} Hotel {place}", "{place} Grand Hotel", "{brand} Inn, {place}", "{place} Serviced Apartments"),
+                 vec(indulgence=0.6, late_night=0.5, sharing=0.2, speed=0.2)),
+    LandmarkType("park", ("residential", "suburb", "university"), ("home", "friend's home", "campus"), 0.7,
+                 ("{place} Park, {side} entrance", "{place} Wetland Park", "{place} riverside greenway", "{place} Botanical Garden"),
+                 vec(refreshment=0.6, health=0.7, sharing=0.2)),
+    LandmarkType("gym", ("office", "residential"), ("office", "home"), 0.5,
+                 ("{brand} 24h fitness club, {place}", "{place} swimming pool", "{place} yoga studio"),
+                 vec(health=1.0, refreshment=0.4, indulgence=-0.5)),
+    LandmarkType("school", ("residential", "suburb"), ("home", "friend's home"), 0.6,
+                 ("{place} No. {n} Middle School", "{place} Primary School, {side} gate", "{place} Kindergarten"),
+                 vec(breakfast=0.7, speed=0.4, health=0.3, late_night=-0.3)),
+    LandmarkType("residential compound", ("residential", "suburb", "nightlife", "university"),
+                 ("home", "friend's home", "campus"), 2.6,
+                 ("{place} Garden, block {n}", "{place} Court, building {n}", "{brand} Residences, {place}",
+                  "{place} Villas, lane {n}", "{place} staff apartments, block {n}"),
+                 vec(sharing=0.5, health=0.2, warmth=0.2)),
+    LandmarkType("co-working space", ("office", "nightlife"), ("office",), 0.4,
+                 ("{brand} co-working space, {place}", "{place} startup incubator, floor {n}"),
+                 vec(speed=0.7, late_night=0.4, indulgence=0.2, breakfast=0.2)),
+)
+"""Kinds of nearby landmark, where they are, whose requests they are near, and what they mean."""
+
+LANDMARK_PLACES = ("Riverside", "Maple", "Lakeview", "Sunrise", "Golden Bay", "Pearl", "Harmony", "Oriental",
+                   "Jade", "Willow", "Phoenix", "Crescent", "Evergreen", "Peony", "Cedar", "Silver Lake",
+                   "Orchid", "Harbour", "Zhongshan", "Century", "Starlight", "Bamboo Grove", "Hillside", "Lotus Pond")
+LANDMARK_BRANDS: dict[str, tuple[str, ...]] = {
+    "hotel": ("Hilton", "Hyatt", "Home Inn", "Atour", "Raffles", "Ascott", "Starway", "Hanting"),
+    "shopping mall": ("Wanda", "Joy City", "Longfor", "CapitaLand", "Poly", "Raffles City"),
+    "gym": ("Super Fitness", "Gold's", "Pure Yoga", "Anytime"),
+    "co-working space": ("WeWork", "Naked Hub", "UCommune"),
+    "residential compound": ("Vanke", "Sunac", "Longfor", "Poly", "Country Garden"),
+    "cinema": ("Wanda", "CGV", "Broadway", "Jinyi"),
+    "bar street": ("Melody", "Party World", "Haoledi"),
+    "office tower": ("China Resources", "Tencent", "Sinopec", "Huawei", "Ping An"),
+}
+"""Brand names per landmark type (``{brand}`` in its templates)."""
+LANDMARK_SIDES = ("north", "south", "east", "west")
+LANDMARK_EXITS = ("A", "B", "C", "D", "E")
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    venues: tuple[str, ...]  # landmark types it takes place at ("" = the district itself)
+    districts: tuple[str, ...]  # district kinds
+    weight: float
+    days: tuple[int, int]  # duration in (sampled) days, min..max
+    hours: tuple[int, int]  # active from hour .. to hour (inclusive; > 23 wraps past midnight)
+    months: tuple[int, ...]  # months it happens in (empty: any)
+    names: tuple[str, ...]  # templates: {venue} {district} {artist} {team} {team2} {game} {industry} {food} {uni}
+    attrs: tuple[float, ...]
+    recurring: bool = False  # one name, many days (a weekly market, a league team's home games)
+
+
+EVENT_TYPES: tuple[EventType, ...] = (
+    EventType("concert", ("stadium", "park", "exhibition centre"), ("nightlife", "suburb", "residential", "university", "office"),
+              1.6, (1, 1), (16, 24), (), ("{artist} concert tonight at {venue}", "{artist} live at {venue}",
+                                          "{artist} world tour, {venue}"),
+              vec(sharing=0.6, indulgence=0.8, late_night=0.7, refreshment=0.2)),
+    EventType("football match", ("stadium",), ("nightlife", "suburb", "residential", "university"), 1.2, (1, 1), (13, 23),
+              (3, 4, 5, 6, 7, 8, 9, 10, 11), ("{team} vs {team2} football match at {venue}", "{team} home game at {venue}",
+                                               "{team} vs {team2}, cup quarter-final at {venue}"),
+              vec(sharing=0.9, indulgence=0.7, late_night=0.4, warmth=0.1)),
+    EventType("marathon", ("park", ""), ("residential", "suburb", "office"), 0.5, (1, 1), (5, 13), (3, 4, 10, 11, 12),
+              ("{district} marathon", "{venue} half marathon", "{district} 10k charity run"),
+              vec(refreshment=0.8, health=0.8, speed=0.2, indulgence=-0.3, breakfast=0.3)),
+    EventType("exam", ("campus gate", "school", "library"), ("university", "residential"), 1.0, (1, 2), (6, 19),
+              (1, 4, 6, 10, 12), ("national college entrance exam at {venue}", "civil service exam at {venue}",
+                                   "postgraduate entrance exam at {venue}", "IELTS test day at {venue}"),
+              vec(speed=0.8, late_night=0.5, breakfast=0.4, indulgence=0.2, health=-0.1)),
+    EventType("trade fair", ("exhibition centre",), ("office", "suburb"), 1.0, (2, 3), (8, 19), (),
+              ("{industry} trade fair week at {venue}", "{industry} expo at {venue}", "{industry} summit at {venue}"),
+              vec(speed=0.8, sharing=0.4, health=0.2, breakfast=0.2)),
+    EventType("food festival", ("night market", "shopping mall", "park"), ("nightlife", "residential", "suburb"), 1.0, (2, 3),
+              (11, 23), (), ("{food} festival at {venue}", "{food} and beer festival at {venue}", "{food} week at {venue}"),
+              vec(indulgence=0.9, sharing=0.6, late_night=0.3, health=-0.3)),
+    EventType("esports final", ("stadium", "exhibition centre", "cinema"), ("nightlife", "university", "office", "suburb"),
+              0.6, (1, 2), (14, 25), (), ("{game} esports final at {venue}", "{game} championship watch party at {venue}"),
+              vec(late_night=0.9, indulgence=0.7, sharing=0.4, speed=0.3)),
+    EventType("graduation day", ("campus gate",), ("university",), 0.6, (1, 1), (9, 21), (6, 7),
+              ("graduation day at {uni}", "{uni} graduation ceremony"),
+              vec(sharing=0.9, indulgence=0.7, health=-0.1)),
+    EventType("music festival", ("park", "stadium"), ("suburb", "residential", "nightlife"), 0.5, (2, 2), (13, 24),
+              (4, 5, 6, 7, 8, 9, 10), ("{artist} music festival at {venue}", "{venue} summer music festival"),
+              vec(sharing=0.6, indulgence=0.7, refreshment=0.5, late_night=0.6)),
+    EventType("night run", ("park", ""), ("residential", "nightlife", "university"), 0.3, (1, 1), (18, 23), (5, 6, 7, 8, 9),
+              ("{venue} night run", "{district} glow night run"),
+              vec(refreshment=0.7, health=0.7, late_night=0.3, indulgence=-0.2)),
+    EventType("book fair", ("exhibition centre", "library", "shopping mall"), ("office", "university", "residential"), 0.3,
+              (2, 3), (9, 20), (), ("{district} book fair at {venue}", "children's book fair at {venue}"),
+              vec(health=0.3, speed=0.3, refreshment=0.2, breakfast=0.1)),
+    EventType("farmers' market", ("park", ""), ("residential", "suburb"), 0.5, (1, 1), (7, 14), (),
+              ("weekend farmers' market at {venue}",), vec(health=0.8, refreshment=0.3, breakfast=0.4, sharing=0.3),
+              recurring=True),
+    EventType("league home game", ("stadium",), ("nightlife", "suburb", "residential", "university"), 0.5, (1, 1),
+              (14, 23), (), ("{team} league home game at {venue}",),
+              vec(sharing=0.9, indulgence=0.7, late_night=0.4, warmth=0.1), recurring=True),
+)
+"""Kinds of local event, where and when they happen, and what they mean."""
+
+EVENT_ARTISTS = ("Jay Lin", "Silver Moon", "Midnight Echo", "NOVA", "G.E.M. Tang", "Mayday Riders", "Faye Song",
+                 "The Paper Kites", "Blue Lantern", "Leo Zhou", "Sakura Drive", "Red Dune", "Luna Park", "Eason Ho",
+                 "Neon Tigers", "Aurora Chen", "Iron Orchid", "The Night Ferry", "Coco Wei", "Jade Harbour")
+EVENT_TEAMS = ("Riverside FC", "Harbour City United", "Phoenix Rovers", "Maple Athletic", "Golden Bay Dragons",
+               "Lakeview Wanderers", "Jade Tigers", "Oriental Stars", "Century Eagles", "Willow Town")
+EVENT_GAMES = ("Legends Arena", "Honor of Kings", "Valorant Masters", "Dota Cup", "PUBG Mobile League", "StarStrike")
+EVENT_INDUSTRIES = ("auto", "consumer electronics", "furniture", "tea", "wine and spirits", "robotics",
+                    "medical devices", "textile", "new energy", "pet products", "game developers", "jewellery")
+EVENT_FOODS = ("crayfish", "hotpot", "BBQ", "street food", "hairy crab", "dumpling", "durian", "seafood", "dessert",
+               "noodle")
+
+LONG_TAIL_NOISE = 0.12
+"""Per-instance noise (sd per dimension) added to a landmark's or event's type vector (before FEATURE_SCALE)."""
+
+LANDMARK_ZIPF_S = 2.0
+"""Zipf exponent of landmark popularity: the landmark at popularity rank r weighs r^-LANDMARK_ZIPF_S."""
+EVENT_ZIPF_S = 0.5
+"""Zipf exponent of event reach: the event at rank r reaches EVENT_REACH·r^-EVENT_ZIPF_S of its district's requests."""

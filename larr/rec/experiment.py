@@ -27,18 +27,30 @@ from pathlib import Path
 
 import numpy as np
 
+from larr import layout
 from larr.config import Config
 from larr.display import row_pm
 from larr.rec.jobs import Job, run_jobs
+from larr.rec.paired import PLOT_FILE as PAIRED_PLOT
+from larr.rec.paired import paired_table, plot_paired
+from larr.rec.per_value import PLOT_FILE as PER_VALUE_PLOT
+from larr.rec.per_value import nearest_seen, per_value_table, plot_per_value
 from larr.rec.rows import REFERENCE, ROWS
+from larr.rec.slices import SLICES, metric_key
 from larr.rec.train import TrainError, finished_run, llm_table, load_features, model_setup
-from larr.layout import plot_path
 from larr.report import update_report, write_markdown
 
 PLOT_FILE = "ctr_auc.png"  # in RUN_DIR/plots
-METRICS = (("auc", "test", "auc"), ("gauc", "test", "gauc"), ("logloss", "test", "logloss"),
-           ("auc_unseen", "test_unseen", "auc"), ("gauc_unseen", "test_unseen", "gauc"),
-           ("logloss_unseen", "test_unseen", "logloss"), ("valid_auc", "valid", "auc"))
+
+
+def row_key(metric: str, split: str, name: str) -> str:
+    """Key of a metric in a ``ctr`` row: ``auc`` (test, all rows), ``auc_unseen``, ``valid_auc_rare``, ..."""
+    return ("" if split == "test" else f"{split}_") + metric + ("" if name == "all" else f"_{name}")
+
+
+# (row key, key of the run's metrics, metric): every metric on every slice of test and valid
+METRICS = tuple((row_key(m, split, name), metric_key(split, name), m)
+                for split in ("test", "valid") for name in SLICES for m in ("auc", "gauc", "logloss"))
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -57,7 +69,9 @@ def aggregate(runs: list[dict]) -> dict:
     row: dict = {"n_seeds": len(runs), "seeds": [r["seed"] for r in runs]}
     for key, split, metric in METRICS:
         row[key], row[f"{key}_std"] = _mean_std([r[split][metric] for r in runs])
-    row["n_test"], row["n_unseen"] = runs[0]["test"]["n"], runs[0]["test_unseen"]["n"]
+    for name in SLICES:
+        row[row_key("n", "test", name)] = runs[0][metric_key("test", name)]["n"]
+        row[row_key("n", "valid", name)] = runs[0][metric_key("valid", name)]["n"]
     row["epochs"] = float(np.mean([r["epochs"] for r in runs]))
     row["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
     return row
@@ -121,6 +135,9 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
              "trained_runs": len(jobs), "reused_runs": len(cfg.experiment.seeds) * len(names) - len(jobs),
              "workers": cfg.experiment.workers}
     update_report(run_dir, "ctr", rows)
+    update_report(run_dir, "paired", paired_table(done, names, list(cfg.experiment.seeds)))
+    update_report(run_dir, "per_value", per_value_results(run_dir, features, names, list(cfg.experiment.seeds),
+                                                          layout.data_dir(run_dir, data_dir)))
     report = update_report(run_dir, "stage3", setup)
     write_outputs(run_dir, report)
     return {"rows": rows, **setup}
@@ -135,7 +152,21 @@ def write_outputs(run_dir: Path, report: dict) -> None:
 
     write_markdown(run_dir, report)
     if report.get("ctr"):
-        plot_auc(ordered_rows(report), plot_path(run_dir, PLOT_FILE))
+        plot_auc(ordered_rows(report), layout.plot_path(run_dir, PLOT_FILE))
+    if report.get("paired"):
+        plot_paired(report["paired"], layout.plot_path(run_dir, PAIRED_PLOT), list(ordered_rows(report)))
+    if report.get("per_value"):
+        plot_per_value(report["per_value"], list(ordered_rows(report)), layout.plot_path(run_dir, PER_VALUE_PLOT))
+
+
+def per_value_results(run_dir: Path, features, names: list[str], seeds: list[int], data_dir: Path) -> dict:
+    """:func:`larr.rec.per_value.per_value_table` from the saved test predictions of every (row, seed)."""
+    from safetensors.numpy import load_file
+
+    spec, splits, _ = features
+    preds = {n: [load_file(layout.stage3_run(run_dir, layout.run_name(n, s)) / layout.PREDICTIONS_FILE)["test"]
+                 for s in seeds] for n in names}
+    return per_value_table(spec, splits, preds, REFERENCE, nearest_seen(data_dir))
 
 
 def plot_auc(rows: dict[str, dict], path: Path) -> Path:

@@ -14,10 +14,11 @@ What happens, top to bottom:
    the alignment term over requests (:func:`request_loss`), early stopping on validation AUC with
    the best weights kept, a resumable checkpoint every ``checkpoint_every`` epochs, TensorBoard
    scalars under ``RUN_DIR/logs/stage3/<name>/seed<k>``.
-4. :func:`evaluate_model` — AUC, GAUC (per raw user id), logloss on valid (and its unseen slice),
-   test and the test rows with an unseen scene value; the model goes to
+4. :func:`evaluate_model` — AUC, GAUC (per raw user id), logloss on valid and test, each on every
+   slice of :mod:`larr.rec.slices` (all, unseen, rare, frequent); the model goes to
    ``RUN_DIR/stage3/<name>_seed<k>`` (safetensors + JSON, :func:`larr.rec.models.save_model`) with
-   its ``metrics.json`` and ``llm_stats.safetensors`` (how raw LLM vectors of a value not in the
+   its ``metrics.json``, ``predictions.safetensors`` (valid and test click probabilities, for
+   per-value results) and ``llm_stats.safetensors`` (how raw LLM vectors of a value not in the
    table yet map into it: subtract ``<feature>/mean``, divide by ``<feature>/scale``).
 
 Why batches hold whole requests: the ~15 rows of one request share one scene, and the model
@@ -42,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -49,11 +51,12 @@ from larr import layout
 from larr.config import Config, RecConfig
 from larr.data.schema import SHOPS, USERS, SchemaError
 from larr.errors import LarrError
-from larr.io import atomic_dir, atomic_write_text
-from larr.rec.features import FeatureSpec, build_features
+from larr.io import atomic_dir, atomic_path, atomic_write_text
 from larr.metrics import ctr_metrics
+from larr.rec.features import FeatureSpec, build_features
 from larr.rec.models import CTRModel, CTROutput, ModelDims, ctr_loss, predict, save_model
 from larr.rec.rows import ROWS
+from larr.rec.slices import metric_key, slice_masks, train_counts
 
 Splits = dict[str, dict[str, torch.Tensor]]
 
@@ -187,24 +190,31 @@ class RequestBatches:
 
 
 def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size: int = 8192,
-                   mask: torch.Tensor | None = None) -> dict:
-    """AUC / GAUC (groups: raw user ids) / logloss of one split, or of its ``mask`` rows."""
+                   mask: torch.Tensor | None = None, p: np.ndarray | None = None) -> dict:
+    """AUC / GAUC (groups: raw user ids) / logloss of one split, or of its ``mask`` rows.
+
+    ``p``: the split's predictions when already computed (the slices of one split share them)."""
+    p = predict(model, tensors, batch_size) if p is None else p
     if mask is not None:
-        tensors = {k: v[mask] for k, v in tensors.items()}
+        tensors, p = {k: v[mask] for k, v in tensors.items()}, p[mask.numpy()]
     if len(tensors["label"]) == 0:
         return {"n": 0, "auc": None, "gauc": None, "logloss": None}
-    p = predict(model, tensors, batch_size)
     return ctr_metrics(tensors["label"].numpy(), p, tensors["user"].numpy())
 
 
-def evaluate_model(model: CTRModel, splits: Splits, batch_size: int = 8192) -> dict[str, dict]:
-    """Metrics on valid, test, and test's unseen-scene slice (what the report compares)."""
-    test = splits["test"]
-    valid = splits["valid"]
-    return {"valid": evaluate_split(model, valid, batch_size),
-            "valid_unseen": evaluate_split(model, valid, batch_size, mask=valid["unseen"]),
-            "test": evaluate_split(model, test, batch_size),
-            "test_unseen": evaluate_split(model, test, batch_size, mask=test["unseen"])}
+def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_below: int,
+                   batch_size: int = 8192) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions."""
+    cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
+    counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
+    metrics, preds = {}, {}
+    for split in ("valid", "test"):
+        tensors = splits[split]
+        preds[split] = predict(model, tensors, batch_size)
+        for name, mask in slice_masks(tensors, cols, counts, rare_below).items():
+            metrics[metric_key(split, name)] = evaluate_split(model, tensors, batch_size,
+                                                              None if name == "all" else mask, preds[split])
+    return metrics, preds
 
 
 def _criterion(metrics: dict) -> float | None:
@@ -455,8 +465,12 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
                "data": fingerprint, "encoder": _store_identity(run_dir, store),
                "epochs": result.state.epoch, "best_epoch": result.state.best_epoch, "steps": result.state.steps,
                "train_seconds": result.seconds, "history": result.state.history,
-               **evaluate_model(model, splits, rec.eval_batch_size)}
+               "rare_below": cfg.experiment.rare_below}
+    scores, preds = evaluate_model(model, spec, splits, cfg.experiment.rare_below, rec.eval_batch_size)
+    metrics.update(scores)
     out = save_model(model, spec, layout.stage3_run(run_dir, rid))
+    with atomic_path(out / layout.PREDICTIONS_FILE) as tmp:
+        save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in preds.items()}, tmp)
     if raw_table is not None and rec.llm_standardize:  # how raw vectors of a new value map into the table
         spec.scene_table(whole).stats(raw_table).save(out / layout.SCENE_STATS_FILE)
     atomic_write_text(out / layout.METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
@@ -488,5 +502,6 @@ def finished_run(cfg: Config, run_dir: Path, name: str, seed: int, fingerprint: 
     ignore = {"threads"}  # how fast, not what is trained
     saved = {k: v for k, v in (m.get("rec") or {}).items() if k not in ignore}
     same = (saved == rec.model_dump(mode="json", exclude=ignore) and m.get("data") == fingerprint
+            and m.get("rare_below") == cfg.experiment.rare_below and (path.parent / layout.PREDICTIONS_FILE).is_file()
             and m.get("store") == store and m.get("encoder") == _store_identity(run_dir, store))
     return m if same else None
