@@ -133,9 +133,10 @@ def free_port() -> int:
 
 
 def start_server(run: Path, store: Path, env: dict | None = None, args: list[str] = (),
-                 ready_s: float = 90) -> tuple[subprocess.Popen, str]:
+                 ready_s: float = 300) -> tuple[subprocess.Popen, str]:
     """``python -m larr serve`` on a free 127.0.0.1 port with ``store``; (process, base URL) once /healthz is 200.
-    The caller stops it with :func:`stop_process`."""
+    The caller stops it with :func:`stop_process`. ``ready_s`` only bounds the wait (a loaded 2-core machine
+    has taken over 90 s to import torch and load the model); a healthy start returns in a few seconds."""
     import sys
     import time
 

@@ -1,10 +1,6 @@
 """larr serve: offline parity, the scene-vector cache (disk and Redis), 4xx contract, API key, a real uvicorn."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +19,8 @@ from larr.serve.app import create_app
 from larr.serve.metrics import ServeMetrics
 from larr.serve.ranker import Ranker
 from larr.serve.settings import ServeSettings
-from serve_helpers import CountingEncoder, copy_store, metric, request_rows, serve_run, settle, stop_process
+from serve_helpers import (CountingEncoder, copy_store, metric, request_rows, serve_run, settle, start_server,
+                           stop_process)
 
 torch.set_num_threads(1)
 
@@ -247,31 +244,10 @@ def test_healthz_is_503_until_loaded(run, encoder):
 # ---------------------------------------------------------------------------- a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_real_uvicorn_process(run, tmp_path):
-    port = _free_port()
-    env = {**os.environ, "LARR_API_KEY": ""}
-    store = copy_store(run, tmp_path / "larr")
-    proc = subprocess.Popen([sys.executable, "-m", "larr", "serve", "--run", str(run), "--port", str(port),
-                             "--store", str(store)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, base = start_server(run, copy_store(run, tmp_path / "larr"))
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready in 60 s"
-            time.sleep(0.2)
         r = httpx.post(f"{base}/v1/rank", json={"user_id": 1, "scene": {"weather": "acid rain"},
                                                 "candidates": [3, 1, 2]}, timeout=10)
         assert r.status_code == 200 and len(r.json()["items"]) == 3
