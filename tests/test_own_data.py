@@ -55,7 +55,7 @@ def write_log(d: Path, n_rows: int = 3000, n_users: int = 60, n_items: int = 24,
             daytime = DAYTIME[rng.integers(5)]
             bonus = 1.5 * ((weather in ("rainy", "snowy")) == (KINDS[kind[i]] in ("weather app", "games")))
             bonus += 1.0 * (daytime == "morning" and KINDS[kind[i]] == "news")
-            p = 1 / (1 + np.exp(-(1.5 * taste[u, kind[i]] + bonus - 1.5)))
+            p = 1 / (1 + np.exp(-(2.5 * taste[u, kind[i]] + bonus - 1.5)))
             w.writerow([f"u{u}", f"app{i}", int(rng.random() < p), daytime, WEEKDAY[rng.integers(7)],
                         LOCATION[rng.integers(3)], weather, COUNTRY[u % 3]])
     return log, items
@@ -126,14 +126,14 @@ def test_quick_demo_runs_on_a_converted_context_log(tmp_path):
     data = convert(tmp_path)
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "larr", "demo", "--quick", "--data", str(data), "--out", str(run),
-                           "--set", "sweep.in_demo=false"],
+                           "--set", "sweep.in_demo=false", "--set", "rec.batch_size=128", "--set", "rec.epochs=3"],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((run / "report.json").read_text())
     assert "larr" in report["ctr"] and "base_scene_ids" in report["ctr"]
     for name, row in report["ctr"].items():
         assert 0.0 < row["auc"] < 1.0, name
-    assert report["ctr"]["base"]["auc"] > 0.6  # the log's signal is learnt
+    assert report["ctr"]["base"]["auc"] > 0.6, report["ctr"]["base"]  # the log's signal is learnt
     assert report["ctr"]["larr"]["auc_unseen"] is not None  # the snowy rows form the unseen slice
     cfg = (run / "config.yaml").read_text()
     assert "source: dir" in cfg and str(data) in cfg
