@@ -39,17 +39,17 @@ def copy_dir(src: Path, dst: Path) -> dict:
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise SchemaError(f"{src}: data directory not found")
-    validate_dir(src)
+    counts = validate_dir(src)
     if src.resolve() != dst.resolve():
         with atomic_dir(dst) as tmp:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
-    return summarize(dst, source=src)
+    return summarize(dst, counts, source=src)
 
 
-def summarize(data_dir: Path, source: Path | None = None) -> dict:
+def summarize(data_dir: Path, counts: dict[str, int] | None = None, source: Path | None = None) -> dict:
     """Counts, CTR and unseen-scene share per split; plus world.json's reference AUCs when present."""
     data_dir = Path(data_dir)
-    counts = validate_dir(data_dir)
+    counts = counts or validate_dir(data_dir)
     imps = pq.read_table(data_dir / "impressions.parquet", columns=["split", "label", "unseen_scene"])
     split = imps["split"].cast("string")
     out: dict = {"source": str(source or data_dir), **counts, "rows": {}, "ctr": {}, "unseen_share": {}}
