@@ -52,7 +52,12 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: Linux carries that across
+    fork + exec, so every child would report at least its parent's peak (the features the parent loaded)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------------------- larr's recipe, re-implemented
@@ -86,10 +91,10 @@ def fit_same(logit_fn, model: nn.Module, splits: dict, seed: int, lr: float, epo
     n_batches = len(x) // BATCH
     total, step, best, best_state, bad, train_s, done = epochs * n_batches, 0, -1.0, None, 0, 0.0, 0
     for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()  # batching is timed too, as in larr's loop
         batches = request_batch_rows(req, BATCH, seed, epoch)
         xe, ye = x[torch.cat(batches)], y[torch.cat(batches)]
-        model.train()
-        t0 = time.perf_counter()
         for i in range(len(batches)):
             sl = slice(i * BATCH, (i + 1) * BATCH)
             for g in opt.param_groups:
