@@ -6,6 +6,7 @@ print one line on stderr and exit with status 1; anything else is a bug and show
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -352,12 +353,17 @@ def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny world and model (seconds); used by tests.")] = False,
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Your own data folder (it must pass "
+                                                 "`larr data validate`); nothing is generated. Same as "
+                                                 "--set data.source=dir --set data.dir=DIR.")] = None,
 ) -> None:
     """Run every stage that exists into one run directory and print a summary."""
     from larr.pipeline import run_demo
 
     if quick:
         config = config or Path("configs/quick.yaml")
+    if data is not None:
+        set_ = [*(set_ or []), "data.source=dir", f"data.dir={json.dumps(str(data))}"]  # JSON: a YAML string
     cfg = _stage_config(config, set_, out)
     run_demo(cfg, out, console=console)
 

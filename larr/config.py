@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from larr.errors import LarrError
 from larr.rec.backbones import check_backbone
@@ -23,13 +23,24 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Where impressions come from."""
+    """Where impressions come from: generated (synth), converted (movielens), or a folder of your own (dir)."""
 
-    source: Literal["synth", "movielens"] = "synth"
+    source: Literal["synth", "movielens", "dir"] = Field(
+        "synth", description="synth: generate the world; movielens: convert MovieLens-100K; dir: the folder "
+        "data.dir, which must pass `larr data validate` (copied into RUN_DIR/data, see larr/data/local.py).")
+    dir: Path | None = Field(None, description="With source=dir: your data folder (`larr demo --data DIR` sets both).")
     preset: Literal["quick", "demo", "large"] = Field(
         "demo", description="Size of the generated world (synth only)."
     )
     seed: int | None = Field(None, description="Generator seed; defaults to the top-level seed.")
+
+    @model_validator(mode="after")
+    def _dir_with_source(self) -> "DataConfig":
+        if self.source == "dir" and self.dir is None:
+            raise ValueError("data.source=dir needs data.dir (the folder with your tables)")
+        if self.source != "dir" and self.dir is not None:
+            raise ValueError(f"data.dir is set but data.source is {self.source!r}; use data.source=dir")
+        return self
 
 
 class LLMConfig(_Strict):

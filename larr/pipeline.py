@@ -21,8 +21,13 @@ from larr.report import update_report
 
 
 def run_data(cfg: Config, run_dir: Path) -> dict:
-    """Stage 0: generate (or convert) the data tables into ``RUN_DIR/data`` and validate them."""
+    """Stage 0: generate (or convert, or copy the user's folder) the data tables into ``RUN_DIR/data``
+    and validate them."""
     data_dir = layout.data_dir(run_dir)
+    if cfg.data.source == "dir":
+        from larr.data.local import copy_dir
+
+        return copy_dir(cfg.data.dir, data_dir)
     if cfg.data.source == "synth":
         from larr.data.synth import generate
 

@@ -221,3 +221,15 @@ def validate_dir(data_dir: Path) -> dict[str, int]:
     for table in (SHOPS, USERS, impressions_table(scene)):
         counts[table.name] = read_table(data_dir / table.file, table).num_rows
     return counts
+
+
+def schema_markdown() -> str:
+    """The tables as Markdown (README "Your own data"; a test keeps the two in step)."""
+    lines = ["| table | column | type | meaning |", "|---|---|---|---|"]
+    for table in TABLES:
+        for c in table.columns:
+            doc = c.doc.replace("|", r"\|")  # a pipe would end the cell
+            lines.append(f"| `{table.file}` | `{c.name}` | {c.kind} | {doc} |")
+    lines.append(f"| `{IMPRESSION_BASE.file}` | one per scene feature | as declared | "
+                 f"The scene features named in `{DATASET_FILE}` (`scene_features`). |")
+    return "\n".join(lines) + "\n"

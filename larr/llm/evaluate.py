@@ -223,7 +223,8 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
     models = tuple(cfg.contrastive.eval_models) if models is None else models
     scene = scene_value_table(data_dir)
     if scene is None:
-        _warn(f"{Path(data_dir) / SCENE_ATTRIBUTES_FILE} not found; no scene-semantics score")
+        print(f"larr: note: no {SCENE_ATTRIBUTES_FILE} in {data_dir} (hidden scene attributes exist only in "
+              "`larr data synth` worlds): stage-2 scene-semantics scores skipped", file=sys.stderr, flush=True)
     available = []
     for name in models:
         try:
