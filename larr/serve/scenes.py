@@ -403,7 +403,10 @@ class SceneVectors:
                 self._lru.popitem(last=False)
 
     def close(self) -> None:
-        """Finish queued encodes, write what is new to the store; fold an on-disk store's journal into it."""
+        """Finish queued encodes, write what is new to the store; fold an on-disk store's journal into it.
+        Closing again does nothing (a ranker shared by two callers is closed by both)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._flusher.join(5)
