@@ -204,6 +204,22 @@ def fuxi_model(meta, seed: int, model_name: str, tmp: Path, **base_kwargs):
     return Net(), fm
 
 
+def time_evaluate(model) -> list[float]:
+    """Wrap a library model's ``evaluate`` so its seconds can be taken out of the training time; returns the
+    one-element accumulator."""
+    eval_s = [0.0]
+    inner = model.evaluate
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        out = inner(*a, **k)
+        eval_s[0] += time.perf_counter() - t0
+        return out
+
+    model.evaluate = timed
+    return eval_s
+
+
 def run_fuxictr(args, meta, splits) -> tuple[dict, np.ndarray, float]:
     from fuxictr.pytorch.dataloaders.npz_dataloader import NpzDataLoader
 
@@ -227,16 +243,7 @@ def run_fuxictr(args, meta, splits) -> tuple[dict, np.ndarray, float]:
         np.savez(tmp / f"{s}.npz", label=splits[s]["label"].astype(np.float32), **cols)
     train = NpzDataLoader(fm, str(tmp / "train.npz"), batch_size=10000, shuffle=True, num_workers=0)
     valid = NpzDataLoader(fm, str(tmp / "valid.npz"), batch_size=10000, shuffle=False, num_workers=0)
-    eval_s = [0.0]
-    inner = model.evaluate
-
-    def timed(*a, **k):
-        t0 = time.perf_counter()
-        out = inner(*a, **k)
-        eval_s[0] += time.perf_counter() - t0
-        return out
-
-    model.evaluate = timed
+    eval_s = time_evaluate(model)
     t0 = time.perf_counter()
     model.fit(train, epochs=args.epochs, validation_data=valid, max_gradient_norm=10.0)
     train_s = time.perf_counter() - t0 - eval_s[0]
@@ -276,16 +283,7 @@ def run_deepctr(args, meta, splits) -> tuple[dict, np.ndarray, float]:
                 dnn_dropout=DROPOUT, seed=args.seed)
     model.compile("adam", "binary_crossentropy", metrics=["auc"])
     xd = {s: {n: splits[s]["x"][:, i] for i, n in enumerate(names)} for s in ("train", "valid", "test")}
-    eval_s = [0.0]
-    inner = model.evaluate
-
-    def timed(*a, **k):
-        t0 = time.perf_counter()
-        out = inner(*a, **k)
-        eval_s[0] += time.perf_counter() - t0
-        return out
-
-    model.evaluate = timed
+    eval_s = time_evaluate(model)
     stop = EarlyStopping(monitor="val_auc", patience=PATIENCE, mode="max", restore_best_weights=True)
     t0 = time.perf_counter()
     hist = model.fit(xd["train"], splits["train"]["label"], batch_size=256, epochs=args.epochs, verbose=0,
