@@ -161,3 +161,11 @@ def start_server(run: Path, store: Path, env: dict | None = None, args: list[str
             stop_process(proc)
             raise RuntimeError(f"server did not become ready in {ready_s} s")
         time.sleep(0.2)
+
+
+def run_encoder(run: Path):
+    """The run's real (tiny) stage-2 encoder, as serving builds it (the test modules load it once each)."""
+    from larr.config import load_config
+    from larr.encoders import load_encoder
+
+    return load_encoder("larr", load_config(run / "config.yaml", ["device=cpu"]), run)

@@ -11,15 +11,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from larr.config import load_config
-from larr.encoders import load_encoder
 from larr.rec.models import load_model, predict
 from larr.rec.train import load_features
 from larr.serve.app import create_app
 from larr.serve.metrics import ServeMetrics
 from larr.serve.ranker import Ranker
 from larr.serve.settings import ServeSettings
-from serve_helpers import (CountingEncoder, copy_store, metric, request_rows, serve_run, settle, start_server,
+from serve_helpers import (run_encoder, CountingEncoder, copy_store, metric, request_rows, serve_run, settle, start_server,
                            stop_process)
 
 torch.set_num_threads(1)
@@ -32,8 +30,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder(run):
-    """The run's real (tiny) stage-2 encoder, loaded once and shared."""
-    return load_encoder("larr", load_config(run / "config.yaml", ["device=cpu"]), run)
+    return run_encoder(run)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from larr.config import load_config
-from larr.encoders import load_encoder
 from larr.serve.app import create_app
 from larr.serve.ranker import Ranker
 from larr.serve.settings import ServeSettings
 from larr.store import DiskStore
-from serve_helpers import CountingEncoder, copy_store, metric, serve_run, settle
+from serve_helpers import run_encoder, CountingEncoder, copy_store, metric, serve_run, settle
 
 torch.set_num_threads(1)
 KNOWN = {"hour": 12}  # a scene fully in the model's table
@@ -33,7 +31,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder(run):
-    return load_encoder("larr", load_config(run / "config.yaml", ["device=cpu"]), run)
+    return run_encoder(run)
 
 
 class SlowStore:
