@@ -281,9 +281,20 @@ class RecConfig(_Strict):
     align_dim: int = Field(32, ge=1, description="Space in which scene and collaborative vectors are compared.")
     align_temperature: float = Field(0.1, gt=0.0)
     align_weight: float = Field(0.1, ge=0.0, description="λ in loss = BCE + λ·alignment; 0 switches alignment off.")
-    align_with: Literal["user", "user_and_scene_ids"] = Field(
+    align_with: Literal["user", "user_and_scene_ids", "scene_ids"] = Field(
         "user_and_scene_ids", description="Fields of the collaborative side: user fields, plus scene ID fields "
-        "when the model has them.")
+        "when the model has them; or the scene ID fields alone (the collaborative embedding of the scene).")
+    align_groups: Literal["request", "scene"] = Field(
+        "request", description="Alignment pairs that are not each other's negatives: those of one request, or "
+        "all pairs with the same scene (larr.rec.models.alignment_groups).")
+    align_stop_grad: bool = Field(
+        False, description="No gradient from the alignment into the ID embeddings of the collaborative side "
+        "(the scene vector moves towards the IDs, not the IDs towards the text).")
+    id_text_mix: bool = Field(
+        False, description="Frequency-aware scene embeddings: each scene ID field's embedding is g·ID + (1−g)·text "
+        "with g = n/(n + mix_half), n the value's train rows and text the scene encoder's output token of that "
+        "feature (larr.rec.models.FrequencyMix); a never-seen value is its text alone.")
+    mix_half: float = Field(20.0, gt=0.0, description="Train rows at which a value's ID and text weigh the same.")
     # read by the training loop (larr/rec/train.py)
     batch_size: int = Field(1024, ge=2, description="Rows per step; batches hold whole requests (see train.py).")
     lr: float = Field(1e-2, gt=0.0, description="AdamW (peak) learning rate.")

@@ -301,3 +301,66 @@ def test_alignment_loss_hand_computed_2x2():
     assert got.item() == pytest.approx((s2c + c2s) / 2, rel=1e-6)
     # rows of one group are not each other's negatives: each row is then its own only candidate
     assert alignment_loss(scene, collab, tau, groups=torch.tensor([7, 7])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------- frequency mix, alignment target
+
+
+def _mixing_model(counts, **over):
+    """Feature a: vocabulary IDs 1, 2 with ``counts`` train rows each (index 0 = unknown: 0 rows)."""
+    dims = ModelDims(**{**_dims(table=8).__dict__, "scene_vocab_ids": [[1, 2, 0], [1, 2], [-1, -1]],
+                        "scene_id_counts": [[0, *counts], [0, 5, 5], [0, 9, 9]]})
+    torch.manual_seed(0)
+    cfg = RecConfig(embed_dim=8, hidden=[32, 16], scene_dim=16, scene_heads=2, scene_size=8, align_dim=8,
+                    dropout=0.0, **{**ROWS["larr"].overrides, "id_text_mix": True, "mix_half": 10.0, **over})
+    return CTRModel(cfg, dims, torch.randn(8, 12)).eval()
+
+
+def _mixed_fields(model, batch):
+    """The field embeddings the backbone reads (after the mix) and the plain ID embeddings."""
+    ids = batch["x"][:, model.used]
+    emb = model.embedding(ids)
+    _, tokens = model.scene_vector(batch["scene"])
+    return model.mix(emb, ids, tokens), emb, model.mix.proj(tokens)
+
+
+def test_frequency_mix_is_the_id_for_frequent_values_and_the_text_for_unseen_ones():
+    model = _mixing_model([10**9, 10])
+    a = model.used.index(4)  # the column of scene feature a
+    with torch.no_grad():
+        frequent, emb, text = _mixed_fields(model, _scene_batch(a_id=1, a_row=1))
+        torch.testing.assert_close(frequent[:, a], emb[:, a], atol=1e-6, rtol=0)
+        unseen, emb, text = _mixed_fields(model, _scene_batch(a_id=0, a_row=3))
+        torch.testing.assert_close(unseen[:, a], text[:, 0])  # a never-seen value is its text alone
+        rare, emb, text = _mixed_fields(model, _scene_batch(a_id=2, a_row=2))  # 10 rows, half = 10: even mix
+        torch.testing.assert_close(rare[:, a], 0.5 * emb[:, a] + 0.5 * text[:, 0])
+        # the bucketed float feature c keeps its ID embedding whatever its counts
+        c = model.used.index(6)
+        torch.testing.assert_close(rare[:, c], emb[:, c])
+
+
+def test_frequency_mix_changes_scores_only_through_rare_values_and_serves_from_raw_vectors():
+    model = _mixing_model([10**9, 10])
+    batch = _scene_batch(a_id=0, a_row=3)
+    raw = dict(batch, scene_llm=model.scene_llm[batch["scene"]])
+    torch.testing.assert_close(model(raw).logit, model(batch).logit)  # the serving path mixes the same way
+    with pytest.raises(ValueError, match="train counts"):
+        CTRModel(model.cfg, ModelDims(**{**model.dims.__dict__, "scene_id_counts": None}), model.scene_llm)
+
+
+def test_alignment_with_scene_ids_groups_identical_scenes_and_stops_gradients():
+    model = _model(**ROWS["larr"].overrides, align_with="scene_ids", align_groups="scene", align_stop_grad=True)
+    assert model.collab_fields == [4, 5, 6]  # scene ID fields only: what the scene side can match
+    batch = _batch(8)
+    batch["scene"][4:] = batch["scene"][0]  # rows 0, 4-7 share one scene; rows 1-3 differ
+    from larr.rec.models import alignment_groups
+
+    groups = alignment_groups(batch, model.cfg)
+    assert (groups[4:] == groups[0]).all() and len(set(groups[:4].tolist())) == 4
+    assert torch.equal(alignment_groups(batch, model.cfg.model_copy(update={"align_groups": "request"})),
+                       batch["request"])
+    model.train()
+    out = model(batch)
+    alignment_loss(out.scene, out.collab, 0.1, groups).backward()
+    assert model.embedding.tables[4].weight.grad is None  # stop-gradient: the IDs are the target, not moved
+    assert model.collab_tower[0].weight.grad is not None and model.scene_encoder.proj.weight.grad is not None

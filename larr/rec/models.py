@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -55,14 +56,24 @@ class ModelDims:
     # Per scene feature, per value (scene-table order): its ID in the feature's vocabulary, 0 when the value
     # never occurs in train, -1 when the feature's IDs are buckets of values (float features).
     scene_vocab_ids: list[list[int]] | None = None
+    # Per scene feature, per vocabulary index (0 = unknown): its train rows (None: not counted). Float
+    # features, whose IDs are buckets of values, are counted too; the frequency mix leaves them alone.
+    scene_id_counts: list[list[int]] | None = None
 
     @classmethod
-    def from_spec(cls, spec: FeatureSpec, llm_dim: int) -> "ModelDims":
+    def from_spec(cls, spec: FeatureSpec, llm_dim: int, train_x: torch.Tensor | None = None) -> "ModelDims":
+        """``train_x``: the train split's field indices, to count each scene value's train rows."""
+        from larr.rec.slices import train_counts
+
         vocab = {f.name: {v: i + 1 for i, v in enumerate(f.vocab)} for f in spec.fields}
         ids = [[-1 if n in spec.buckets else vocab[f"scene:{n}"].get(v, 0) for v in spec.scene_values[n]]
                for n in spec.scene_names]
+        counts = None
+        if train_x is not None:
+            cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
+            counts = [c.tolist() for c in train_counts(train_x, cols, spec.vocab_sizes)]
         return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
-                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids)
+                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids, counts)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -170,13 +181,18 @@ class SceneEncoder(nn.Module):
             self.encoder = nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
         self.head = mlp(d, [d], dropout, out_size)
 
-    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+    def encode(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene vector (B, s) and the per-feature output tokens (B, F, d): each feature's value read in
+        the context of the others (``meanpool``: the tagged tokens themselves)."""
         tokens = self.proj(vectors) + self.type_emb  # (B, F, d)
         if self.pool == "mean":
-            return self.head(tokens.mean(dim=1))
+            return self.head(tokens.mean(dim=1)), tokens
         agg = self.agg.expand(tokens.shape[0], -1, -1)
         h = self.encoder(torch.cat([agg, tokens], dim=1))  # no mask: bidirectional
-        return self.head(h[:, 0])
+        return self.head(h[:, 0]), h[:, 1:]
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.encode(vectors)[0]
 
 
 class WholeSceneEncoder(nn.Module):
@@ -239,9 +255,47 @@ class UnseenIDImputer(nn.Module):
         return torch.stack(fields, dim=1)
 
 
+class FrequencyMix(nn.Module):
+    """Frequency-aware scene embeddings: a value's ID embedding where the ID has been learnt, its text where not.
+
+    A scene ID field's embedding becomes ``g·ID + (1 − g)·W·t``, where ``t`` is the scene encoder's
+    output token of that feature (its LLM vector read in the context of the other features) and
+    ``g = n / (n + half)`` with ``n`` the value's train rows: a value seen thousands of times is its ID
+    embedding (g ≈ 1), one seen a handful of times leans on its text, and a value never seen in
+    training (unknown ID, n = 0) is its text alone. The rare values of the train split teach ``W``
+    and the encoder what a value's text says about clicks, through the very embedding slot the ID
+    model uses — so the semantic path serves exactly where IDs are weak, and a never-seen value
+    needs no side mechanism. Float features (IDs are buckets of values) keep their ID embeddings.
+    """
+
+    def __init__(self, counts: list[list[int]], vocab_ids: list[list[int]], cols: list[int], token_dim: int,
+                 embed_dim: int, half: float) -> None:
+        super().__init__()
+        self.cols = cols
+        self.features = [k for k, ids in enumerate(vocab_ids) if ids and min(ids) >= 0]
+        for k in self.features:
+            n = torch.tensor(counts[k], dtype=torch.float32)
+            self.register_buffer(f"gate_{k}", n / (n + half), persistent=False)
+        self.proj = nn.Linear(token_dim, embed_dim)
+
+    def gate(self, k: int, ids: torch.Tensor) -> torch.Tensor:
+        """Weight of the ID embedding for feature ``k``'s vocabulary indices ``ids``."""
+        return getattr(self, f"gate_{k}")[ids]
+
+    def forward(self, emb: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); ``tokens``: (B, F, token_dim) or (1, F, token_dim)."""
+        text = self.proj(tokens)  # (B or 1, F, d)
+        fields = list(emb.unbind(1))
+        for k in self.features:
+            col = self.cols[k]
+            g = self.gate(k, ids[:, col])[:, None]
+            fields[col] = g * fields[col] + (1 - g) * text[:, k]
+        return torch.stack(fields, dim=1)
+
+
 class Scored(NamedTuple):
     logit: torch.Tensor  # (B,)
-    emb: torch.Tensor  # (B, n_used, d) field embeddings (never-seen scene IDs imputed in eval mode)
+    emb: torch.Tensor  # (B, n_used, d) ID embeddings (never-seen scene IDs imputed in eval mode), before the mix
     scene: torch.Tensor | None  # (B, scene_size) scene vector, for models with a scene module
 
 
@@ -271,7 +325,7 @@ class CTRModel(nn.Module):
         self.cfg, self.dims = cfg, dims
         self.used = [i for i, s in enumerate(dims.field_sides) if cfg.scene_ids or s != "scene"]
         used_sides = [dims.field_sides[i] for i in self.used]
-        collab_sides = ("user", "scene") if cfg.align_with == "user_and_scene_ids" else ("user",)
+        collab_sides = {"user": ("user",), "user_and_scene_ids": ("user", "scene"), "scene_ids": ("scene",)}[cfg.align_with]
         self.collab_fields = [j for j, s in enumerate(used_sides) if s in collab_sides]
         self.embedding = FieldEmbedding([dims.vocab_sizes[i] for i in self.used], cfg.embed_dim)
         in_dim = len(self.used) * cfg.embed_dim
@@ -283,6 +337,15 @@ class CTRModel(nn.Module):
                 and dims.scene_vocab_ids is not None:
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
             self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature)
+        self.mix = None
+        if cfg.id_text_mix and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool"):
+            if dims.scene_id_counts is None or dims.scene_vocab_ids is None:
+                raise ValueError("rec.id_text_mix needs the scene values' train counts (ModelDims.from_spec(..., train_x))")
+            scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
+            self.mix = FrequencyMix(dims.scene_id_counts, dims.scene_vocab_ids, scene_cols, cfg.scene_dim,
+                                    cfg.embed_dim, cfg.mix_half)
+        # Diagnostics only (larr.rec.probe): a function applied to the scene vector before the backbone.
+        self.scene_probe: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.backbone: nn.Module = build_backbone(cfg.backbone, in_dim, cfg)
         self.head = nn.Linear(self.backbone.out_dim, 1)
         if cfg.uses_alignment:  # built only when used: DDP rejects parameters without gradients
@@ -305,15 +368,23 @@ class CTRModel(nn.Module):
         return SceneEncoder(dims.n_scene, dims.llm_dim, cfg.scene_dim, cfg.scene_layers, cfg.scene_heads,
                             cfg.scene_size, cfg.dropout, pool)
 
-    def scene_vector(self, rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
-        """Scene vector (B, s) of table ``rows``; ``vectors`` (LLM vectors as the table holds them)
-        override the table look-up — the serving path, and a scene value that is not in the table yet."""
+    def _encode(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(self.scene_encoder, SceneEncoder):
+            return self.scene_encoder.encode(vectors)
+        return self.scene_encoder(vectors), None
+
+    def scene_vector(self, rows: torch.Tensor | None,
+                     vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scene vector (B, s) of table ``rows`` and the per-feature output tokens (B, F, d) (None for
+        ``whole_text``); ``vectors`` (LLM vectors as the table holds them) override the table look-up —
+        the serving path, and a scene value that is not in the table yet."""
         if vectors is not None:
-            return self.scene_encoder(vectors)
+            return self._encode(vectors)
         # Rows of one request (and often of many requests) share a scene: encode each distinct
         # scene of the batch once and scatter back. Same result, a fraction of the compute.
         distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        return self.scene_encoder(self.scene_llm[distinct])[inverse]
+        scene, tokens = self._encode(self.scene_llm[distinct])
+        return scene[inverse], None if tokens is None else tokens[inverse]
 
     def score(self, x: torch.Tensor, rows: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> Scored:
         """The click logit of field indices ``x`` (B, n_fields) in their scene, and what it was computed from.
@@ -329,11 +400,15 @@ class CTRModel(nn.Module):
         # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
         if self.imputer is not None and not self.training:
             emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, rows, vectors)
-        parts = [emb.flatten(1)]
-        scene = None
+        fields, scene = emb, None
         if self.scene_encoder is not None:
-            scene = self.scene_vector(rows, vectors).expand(x.shape[0], -1)
-            parts.append(scene)
+            scene, tokens = self.scene_vector(rows, vectors)
+            if self.mix is not None:
+                fields = self.mix(emb, ids, tokens)
+            scene = scene.expand(x.shape[0], -1)
+            if self.scene_probe is not None:
+                scene = self.scene_probe(scene)
+        parts = [fields.flatten(1)] + ([scene] if scene is not None else [])
         return Scored(self.head(self.backbone(torch.cat(parts, dim=-1))).squeeze(-1), emb, scene)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
@@ -343,7 +418,8 @@ class CTRModel(nn.Module):
         logit, emb, scene = self.score(batch["x"], rows, batch.get("scene_llm"))
         if not self.cfg.uses_alignment:
             return CTROutput(logit, None, None)
-        collab = self.collab_tower(emb[:, self.collab_fields].flatten(1))
+        ids = emb[:, self.collab_fields].flatten(1)
+        collab = self.collab_tower(ids.detach() if self.cfg.align_stop_grad else ids)
         return CTROutput(logit, self.scene_proj(scene), collab)
 
 
@@ -364,12 +440,25 @@ def alignment_loss(scene: torch.Tensor, collab: torch.Tensor, temperature: float
     return info_nce(s, c, temperature, left_keys=groups, right_keys=groups)  # both sides of a row share its group
 
 
+def alignment_groups(batch: dict[str, torch.Tensor], cfg: RecConfig) -> torch.Tensor | None:
+    """Group id per alignment pair: pairs of one group are not each other's negatives.
+
+    ``align_groups="request"``: the rows of a request (same user, same scene). ``"scene"``: every pair
+    with the same scene — two requests in the same scene are the same scene, not a negative to push
+    away (what the scene side can tell apart is the scene, not who is asking)."""
+    if cfg.align_groups == "scene":
+        rows = batch.get("whole" if cfg.scene_encoder == "whole_text" else "scene")
+        if rows is not None:
+            return torch.unique(rows.reshape(len(rows), -1), dim=0, return_inverse=True)[1]
+    return batch.get("request")
+
+
 def ctr_loss(out: CTROutput, batch: dict[str, torch.Tensor], cfg: RecConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """Training loss ``BCE + λ·alignment`` and its parts (floats, for logging)."""
     bce = F.binary_cross_entropy_with_logits(out.logit, batch["label"])
     if out.scene is None:
         return bce, {"bce": bce.item()}
-    align = alignment_loss(out.scene, out.collab, cfg.align_temperature, batch.get("request"))
+    align = alignment_loss(out.scene, out.collab, cfg.align_temperature, alignment_groups(batch, cfg))
     return bce + cfg.align_weight * align, {"bce": bce.item(), "align": align.item()}
 
 

@@ -204,16 +204,24 @@ def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size
 
 def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_below: int,
                    batch_size: int = 8192) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions."""
+    """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions.
+
+    A model with a scene module also gets ``probe_test``: test Δ AUC per slice with its scene input
+    destroyed (:mod:`larr.rec.probe`) — whether it uses that input at all."""
+    from larr.rec.probe import probe_metrics
+
     cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
     counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
     metrics, preds = {}, {}
     for split in ("valid", "test"):
         tensors = splits[split]
         preds[split] = predict(model, tensors, batch_size)
-        for name, mask in slice_masks(tensors, cols, counts, rare_below).items():
+        masks = slice_masks(tensors, cols, counts, rare_below)
+        for name, mask in masks.items():
             metrics[metric_key(split, name)] = evaluate_split(model, tensors, batch_size,
                                                               None if name == "all" else mask, preds[split])
+        if split == "test" and model.scene_encoder is not None:
+            metrics["probe_test"] = probe_metrics(model, tensors, masks, preds[split], batch_size)
     return metrics, preds
 
 
@@ -248,7 +256,8 @@ def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig)
         return ctr_loss(out, batch, rec)
     first = first_row_of_each_request(batch["request"])
     pairs = CTROutput(out.logit, out.scene[first], out.collab[first])
-    return ctr_loss(pairs, {"label": batch["label"], "request": batch["request"][first]}, rec)
+    per_request = {k: batch[k][first] for k in ("request", "scene", "whole") if k in batch}
+    return ctr_loss(pairs, {"label": batch["label"], **per_request}, rec)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -454,7 +463,8 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     if raw_table is not None and rec.llm_standardize:
         table = spec.scene_table(whole).standardize(raw_table)
     torch.manual_seed(seed)
-    model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
+    dims = ModelDims.from_spec(spec, llm_dim, splits["train"]["x"])
+    model = CTRModel(rec, dims, table).to(resolve_device(cfg.device))
     rid = run_id or layout.run_name(name, seed)
     log_dir = layout.log_dir(run_dir, layout.STAGE3) / (run_id or Path(name) / f"seed{seed}")
     result = fit(model, rec, splits, seed=seed, ckpt_dir=layout.stage3_ckpt(run_dir, rid),
