@@ -42,11 +42,11 @@ def t_interval(deltas: list[float], level: float = 0.95) -> dict:
     return out
 
 
-def paired_table(done: dict[tuple[str, int], dict], rows: list[str], seeds: list[int],
-                 metric: str = "auc") -> dict:
+def paired_table(done: dict[tuple[str, int], dict], rows: list[str], seeds: list,
+                 metric: str = "auc", references: tuple[str, ...] = REFERENCES) -> dict:
     """``{vs_<reference>: {row: {<split>[_<slice>]: t_interval(...)}}}`` for each reference that was trained."""
     out: dict = {}
-    for ref in REFERENCES:
+    for ref in references:
         if ref not in rows:
             continue
         table: dict = {}

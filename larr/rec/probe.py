@@ -73,3 +73,14 @@ def probe_metrics(model: CTRModel, tensors: dict[str, torch.Tensor], masks: dict
             except ValueError:  # empty slice or one class only
                 out[probe][name] = None
     return out
+
+
+def probe_saved_run(run_dir, run_id: str, splits: dict[str, dict[str, torch.Tensor]], masks: dict[str, torch.Tensor],
+                    batch_size: int = 8192) -> dict[str, dict[str, float | None]]:
+    """:func:`probe_metrics` on the test split for a saved run ``RUN_DIR/stage3/<run_id>`` (e.g. one trained
+    before probes were recorded)."""
+    from larr import layout
+    from larr.rec.models import load_model
+
+    model = load_model(layout.stage3_run(run_dir, run_id))
+    return probe_metrics(model, splits["test"], masks, predict(model, splits["test"], batch_size), batch_size)

@@ -202,6 +202,13 @@ def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size
     return ctr_metrics(tensors["label"].numpy(), p, tensors["user"].numpy())
 
 
+def split_slices(spec: FeatureSpec, splits: Splits, split: str, rare_below: int) -> dict[str, torch.Tensor]:
+    """Row masks of every slice (:mod:`larr.rec.slices`) of one split, rarity counted on the train split."""
+    cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
+    counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
+    return slice_masks(splits[split], cols, counts, rare_below)
+
+
 def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_below: int,
                    batch_size: int = 8192) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions.
@@ -210,13 +217,11 @@ def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_belo
     destroyed (:mod:`larr.rec.probe`) — whether it uses that input at all."""
     from larr.rec.probe import probe_metrics
 
-    cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
-    counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
     metrics, preds = {}, {}
     for split in ("valid", "test"):
         tensors = splits[split]
         preds[split] = predict(model, tensors, batch_size)
-        masks = slice_masks(tensors, cols, counts, rare_below)
+        masks = split_slices(spec, splits, split, rare_below)
         for name, mask in masks.items():
             metrics[metric_key(split, name)] = evaluate_split(model, tensors, batch_size,
                                                               None if name == "all" else mask, preds[split])

@@ -1,0 +1,103 @@
+"""Stage-3 variants on a finished run: a row at other hyper-parameters, paired by seed with the comparison.
+
+    python benchmarks/stage3_variants.py --run RUN_DIR --variant NAME=key=value[,key=value...] [--variant ...]
+        [--row larr] [--seeds 0,1,2,3,4] [--workers 2] [--against base_scene_ids,larr]
+
+Each variant trains ``--row`` with the dotted overrides (``rec.id_text_mix=true,rec.mix_half=50``) on the
+run's split, features and vectors, as ``RUN_DIR/stage3/variants/<NAME>_seed<k>`` (a finished run with the
+same config is reused, so an interrupted call resumes). Then each variant is paired seed by seed with the
+rows named by ``--against`` (finished runs of the comparison, ``larr evaluate``) on every slice of test and
+valid: mean Δ AUC and a 95 % t-interval, bold where it excludes 0. Defaults are chosen on the valid columns;
+the test columns are reported, never selected on. It also prints each variant's scene-input probes (test
+Δ AUC with the scene vector replaced by its batch mean / shuffled; larr.rec.probe) and mean epochs.
+
+Writes ``RUN_DIR/variants.md`` (appending) and prints the same table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from larr import layout
+from larr.config import load_config
+from larr.io import atomic_write_text
+from larr.rec.jobs import Job, run_jobs
+from larr.rec.paired import paired_table
+from larr.rec.probe import probe_saved_run
+from larr.rec.train import finished_run, load_features, split_slices
+from larr.report_md import PAIRED_KEYS, interval_cell, table
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, overrides = text.partition("=")
+    if not name or not overrides:
+        raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value...]")
+    return name, overrides.split(",")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="A run directory with a finished `larr evaluate`.")
+    ap.add_argument("--variant", action="append", required=True, help="NAME=key=value[,key=value...] (repeatable).")
+    ap.add_argument("--row", default="larr", help="Row of the comparison the variants modify.")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--against", default="base_scene_ids,larr", help="Comparison rows to pair with.")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    refs = tuple(args.against.split(","))
+    variants = {name: load_config(layout.config_file(args.run), overrides)
+                for name, overrides in map(parse_variant, args.variant)}
+    spec, splits, fp = load_features(args.run)
+    base_cfg = load_config(layout.config_file(args.run))
+    done: dict[tuple[str, int], dict] = {}
+    for ref in refs:  # the comparison's runs as they were trained (possibly by an older version)
+        for s in seeds:
+            path = layout.stage3_run(args.run, layout.run_name(ref, s)) / layout.METRICS_FILE
+            if not path.is_file():
+                raise SystemExit(f"{path}: not found (run `larr evaluate --out {args.run}`)")
+            done[(ref, s)] = json.loads(path.read_text())
+            if done[(ref, s)].get("data") != fp:
+                raise SystemExit(f"{path}: trained on other data than {args.run} holds now")
+            if done[(ref, s)].get("store") and "probe_test" not in done[(ref, s)]:
+                done[(ref, s)]["probe_test"] = probe_saved_run(args.run, layout.run_name(ref, s), splits,
+                                                               split_slices(spec, splits, "test", base_cfg.experiment.rare_below))
+    jobs, t0 = [], time.perf_counter()
+    for name, cfg in variants.items():
+        for s in seeds:
+            rid = f"variants/{name}_seed{s}"
+            m = finished_run(cfg, args.run, args.row, s, fp, run_id=rid)
+            if m is None:
+                jobs.append(Job(cfg, args.row, s, rid))
+            else:
+                done[(name, s)] = m
+    for job, m in zip(jobs, run_jobs(jobs, args.run, args.workers)):
+        done[(job.run_id.split("/", 1)[1].rsplit("_seed", 1)[0], job.seed)] = m
+    names = list(variants)
+    paired = paired_table(done, [*refs, *names], seeds, references=refs)
+    lines = [f"## Variants of `{args.row}` on {args.run} (seeds {seeds}; {len(jobs)} runs trained in "
+             f"{time.perf_counter() - t0:.0f}s)", ""]
+    described = [(r, ["(the comparison's row)"]) for r in refs] + list(map(parse_variant, args.variant))
+    for name, overrides in described:
+        runs = [done[(name, s)] for s in seeds]
+        probe = {f"{p} {sl}": sum(r.get("probe_test", {}).get(p, {}).get(sl) or 0 for r in runs) / len(runs)
+                 for p in ("vector_mean", "llm_shuffle") for sl in ("all", "unseen", "rare")}
+        lines.append(f"- `{name}`: {', '.join(overrides)}; epochs {[r['epochs'] for r in runs]}, best "
+                     f"{[r['best_epoch'] for r in runs]}; probes (test Δ AUC, mean): "
+                     + ", ".join(f"{k} {v:+.4f}" for k, v in probe.items()))
+    for ref_key, entries in paired.items():
+        lines += ["", f"### Δ AUC vs `{ref_key.removeprefix('vs_')}`", "",
+                  table(["variant", *(k for k, _ in PAIRED_KEYS)],
+                        [[f"`{n}`", *(interval_cell(entries[n][k]) for _, k in PAIRED_KEYS)]
+                         for n in names if n in entries])]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(args.run / "variants.md", "a") as f:
+        f.write(text + "\n")
+    atomic_write_text(args.run / "variants.json", json.dumps({"paired": paired}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
