@@ -75,6 +75,19 @@ def paired_tables(paired: dict, rows: list[str]) -> list[str]:
     return out
 
 
+def probe_tables(probe: dict, rows: list[str]) -> list[str]:
+    """Rows × (probe, slice): mean Δ AUC over seeds [95 % interval] (larr.rec.probe)."""
+    from larr.rec.probe import PROBES
+
+    names = [r for r in rows if r in probe] + sorted(set(probe) - set(rows))
+    slices = [sl for sl in ("all", "unseen", "rare", "frequent") if names and sl in probe[names[0]][PROBES[0]]]
+    head = ["model", *(f"{p} {sl}" for p in PROBES for sl in slices)]
+    body = [[f"`{n}`", *(interval_cell(probe[n][p][sl]) for p in PROBES for sl in slices)] for n in names]
+    return ["`vector_mean` / `vector_shuffle`: the scene vector replaced by its batch mean / another row's; "
+            "`llm_shuffle`: every LLM input taken from another row's scene (larr.rec.probe).", "",
+            table(head, body), ""]
+
+
 def per_value_tables(pv: dict, rows: list[str]) -> list[str]:
     """Never-seen values and rarity bands: test rows, Δ AUC vs the reference per row (mean over seeds)."""
     shown = [r for r in rows if r != pv.get("reference")]
@@ -223,6 +236,9 @@ def render_markdown(report: dict) -> str:
     if report.get("paired"):
         parts += ["## Stage 3, paired by seed (mean Δ AUC [95 % t-interval]; bold: the interval excludes 0)", ""]
         parts += paired_tables(report["paired"], list(rows))
+    if report.get("probe"):
+        parts += ["## Stage 3: does the model use its scene input? (test Δ AUC with the input destroyed; "
+                  "≈ 0: unused)", ""] + probe_tables(report["probe"], list(rows))
     if report.get("per_value"):
         parts += ["## Stage 3 per value (test split)", ""] + per_value_tables(report["per_value"], list(rows))
     if report.get("stage1"):
@@ -236,7 +252,7 @@ def render_markdown(report: dict) -> str:
                   "distinct whole-scene texts (one LLM call each).", "", embed_table(e), ""]
     if report.get("sweep"):
         parts += ["## Hyper-parameter sweep (test split; the paper's Figure 4)", ""] + sweep_tables(report)
-    known = ("ctr", "stage3", "paired", "per_value", "stage1", "stage2", "embed", "sweep", "sweep_setup")
+    known = ("ctr", "stage3", "paired", "probe", "per_value", "stage1", "stage2", "embed", "sweep", "sweep_setup")
     for name, section in report.items():
         if name in known:
             continue

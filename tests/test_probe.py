@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from larr.rec.models import CTRModel, ModelDims, predict
-from larr.rec.probe import PROBES, probe_metrics, probe_predictions
+from larr.rec.probe import PROBES, probe_metrics, probe_predictions, probe_table
 from larr.rec.rows import ROWS
 from larr.config import RecConfig
 
@@ -56,3 +56,18 @@ def test_probes_find_a_scene_vector_the_model_relies_on():
     # seeded: the same probe twice gives the same predictions, and the model is left intact
     a, b = (probe_predictions(model, tensors, "vector_shuffle", seed=3) for _ in range(2))
     assert (a == b).all() and model.scene_probe is None and (predict(model, tensors) == p).all()
+
+
+def test_probe_table_pairs_seeds_and_the_report_renders_it():
+    from larr.report_md import render_markdown
+
+    def run(d):
+        return {"probe_test": {p: {"all": d, "unseen": 2 * d} for p in PROBES}}
+
+    done = {("larr", 0): run(-0.01), ("larr", 1): run(-0.03), ("base", 0): {}, ("base", 1): {}}
+    table = probe_table(done, ["base", "larr"], [0, 1])
+    assert set(table) == {"larr"}  # a row without a scene module has no probes
+    e = table["larr"]["vector_mean"]["unseen"]
+    assert e["deltas"] == [-0.02, -0.06] and abs(e["mean"] + 0.04) < 1e-12 and e["lo"] < e["mean"] < e["hi"]
+    md = render_markdown({"probe": table})
+    assert "does the model use its scene input" in md and "| `larr` | -0.0200 [" in md

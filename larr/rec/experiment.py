@@ -35,6 +35,7 @@ from larr.rec.paired import PLOT_FILE as PAIRED_PLOT
 from larr.rec.paired import paired_table, plot_paired
 from larr.rec.per_value import PLOT_FILE as PER_VALUE_PLOT
 from larr.rec.per_value import nearest_seen, per_value_table, plot_per_value
+from larr.rec.probe import probe_table
 from larr.rec.rows import REFERENCE, ROWS
 from larr.rec.slices import SLICES, metric_key
 from larr.rec.train import TrainError, finished_run, llm_table, load_features, model_setup
@@ -136,6 +137,7 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
              "workers": cfg.experiment.workers}
     update_report(run_dir, "ctr", rows)
     update_report(run_dir, "paired", paired_table(done, names, list(cfg.experiment.seeds)))
+    update_report(run_dir, "probe", probe_table(done, names, list(cfg.experiment.seeds)))
     update_report(run_dir, "per_value", per_value_results(run_dir, features, names, list(cfg.experiment.seeds),
                                                           layout.data_dir(run_dir, data_dir)))
     report = update_report(run_dir, "stage3", setup)

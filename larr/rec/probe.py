@@ -84,3 +84,17 @@ def probe_saved_run(run_dir, run_id: str, splits: dict[str, dict[str, torch.Tens
 
     model = load_model(layout.stage3_run(run_dir, run_id))
     return probe_metrics(model, splits["test"], masks, predict(model, splits["test"], batch_size), batch_size)
+
+
+def probe_table(done: dict[tuple[str, int], dict], rows: list[str], seeds: list[int]) -> dict:
+    """``{row: {probe: {slice: t_interval of the per-seed Δ AUC}}}`` for the rows whose runs carry probes."""
+    from larr.rec.paired import t_interval
+
+    out: dict = {}
+    for row in rows:
+        runs = [done[(row, s)].get("probe_test") for s in seeds]
+        if not all(runs):
+            continue
+        out[row] = {p: {sl: t_interval([r[p][sl] for r in runs if r[p].get(sl) is not None]) for sl in runs[0][p]}
+                    for p in PROBES}
+    return out
