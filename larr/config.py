@@ -292,7 +292,7 @@ class RecConfig(_Strict):
         "(the scene vector moves towards the IDs, not the IDs towards the text).")
     id_text_mix: bool = Field(
         False, description="Frequency-aware scene embeddings: each scene ID field's embedding is g·ID + (1−g)·text "
-        "with g = n/(n + mix_half), n the value's train rows and text the scene encoder's output token of that "
+        "with g = n/(n + mix_half), n the value's train rows and text the scene encoder's input token of that "
         "feature (larr.rec.models.FrequencyMix); a never-seen value is its text alone.")
     mix_half: float = Field(20.0, gt=0.0, description="Train rows at which a value's ID and text weigh the same.")
     # read by the training loop (larr/rec/train.py)

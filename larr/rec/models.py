@@ -182,14 +182,14 @@ class SceneEncoder(nn.Module):
         self.head = mlp(d, [d], dropout, out_size)
 
     def encode(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scene vector (B, s) and the per-feature output tokens (B, F, d): each feature's value read in
-        the context of the others (``meanpool``: the tagged tokens themselves)."""
+        """Scene vector (B, s) and the per-feature input tokens (B, F, d): each value's projected LLM vector
+        tagged with its feature type, a function of that value alone."""
         tokens = self.proj(vectors) + self.type_emb  # (B, F, d)
         if self.pool == "mean":
             return self.head(tokens.mean(dim=1)), tokens
         agg = self.agg.expand(tokens.shape[0], -1, -1)
         h = self.encoder(torch.cat([agg, tokens], dim=1))  # no mask: bidirectional
-        return self.head(h[:, 0]), h[:, 1:]
+        return self.head(h[:, 0]), tokens
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         return self.encode(vectors)[0]
@@ -259,7 +259,7 @@ class FrequencyMix(nn.Module):
     """Frequency-aware scene embeddings: a value's ID embedding where the ID has been learnt, its text where not.
 
     A scene ID field's embedding becomes ``g·ID + (1 − g)·W·t``, where ``t`` is the scene encoder's
-    output token of that feature (its LLM vector read in the context of the other features) and
+    input token of that feature (the value's projected LLM vector tagged with its feature type) and
     ``g = n / (n + half)`` with ``n`` the value's train rows: a value seen thousands of times is its ID
     embedding (g ≈ 1), one seen a handful of times leans on its text, and a value never seen in
     training (unknown ID, n = 0) is its text alone. The rare values of the train split teach ``W``
@@ -375,7 +375,7 @@ class CTRModel(nn.Module):
 
     def scene_vector(self, rows: torch.Tensor | None,
                      vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scene vector (B, s) of table ``rows`` and the per-feature output tokens (B, F, d) (None for
+        """Scene vector (B, s) of table ``rows`` and the per-feature input tokens (B, F, d) (None for
         ``whole_text``); ``vectors`` (LLM vectors as the table holds them) override the table look-up —
         the serving path, and a scene value that is not in the table yet."""
         if vectors is not None:
