@@ -290,15 +290,11 @@ class RecConfig(_Strict):
     align_stop_grad: bool = Field(
         False, description="No gradient from the alignment into the ID embeddings of the collaborative side "
         "(the scene vector moves towards the IDs, not the IDs towards the text).")
-    id_text_mix: bool = Field(
-        False, description="Frequency-aware scene embeddings: each scene ID field's embedding is g·ID + (1−g)·text "
-        "with g = n/(n + mix_half), n the value's train rows and text the scene encoder's input token of that "
-        "feature (larr.rec.models.FrequencyMix); a never-seen value is its text alone.")
-    rare_id_dropout: float = Field(
-        0.0, ge=0.0, description="In training, hide a scene value's ID (unknown index) with probability "
-        "h/(n + h), h this value and n the value's train rows, so the model learns to read rare and new values "
-        "from the LLM path (larr.rec.models.RareIDDropout); 0 = off. Also trains models without LLM input.")
-    mix_half: float = Field(20.0, gt=0.0, description="Train rows at which a value's ID and text weigh the same.")
+    smooth_half: float = Field(
+        0.0, ge=0.0, description="Rare scene IDs borrow from their LLM neighbours: embedding g·own + (1−g)·mix of "
+        "the k most similar seen values (softmax of cosine / impute_temperature), g = n/(n + smooth_half), n the "
+        "value's train rows (larr.rec.models.NeighbourSmoothing); 0 = off.")
+    smooth_neighbours: int = Field(16, ge=1, description="k: neighbours a rare value borrows from.")
     # read by the training loop (larr/rec/train.py)
     batch_size: int = Field(1024, ge=2, description="Rows per step; batches hold whole requests (see train.py).")
     lr: float = Field(1e-2, gt=0.0, description="AdamW (peak) learning rate.")

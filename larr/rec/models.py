@@ -57,7 +57,7 @@ class ModelDims:
     # never occurs in train, -1 when the feature's IDs are buckets of values (float features).
     scene_vocab_ids: list[list[int]] | None = None
     # Per scene feature, per vocabulary index (0 = unknown): its train rows (None: not counted). Float
-    # features, whose IDs are buckets of values, are counted too; the frequency mix leaves them alone.
+    # features, whose IDs are buckets of values, are counted too; neighbour smoothing leaves them alone.
     scene_id_counts: list[list[int]] | None = None
 
     @classmethod
@@ -181,18 +181,13 @@ class SceneEncoder(nn.Module):
             self.encoder = nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
         self.head = mlp(d, [d], dropout, out_size)
 
-    def encode(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scene vector (B, s) and the per-feature input tokens (B, F, d): each value's projected LLM vector
-        tagged with its feature type, a function of that value alone."""
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         tokens = self.proj(vectors) + self.type_emb  # (B, F, d)
         if self.pool == "mean":
-            return self.head(tokens.mean(dim=1)), tokens
+            return self.head(tokens.mean(dim=1))
         agg = self.agg.expand(tokens.shape[0], -1, -1)
         h = self.encoder(torch.cat([agg, tokens], dim=1))  # no mask: bidirectional
-        return self.head(h[:, 0]), tokens
-
-    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.encode(vectors)[0]
+        return self.head(h[:, 0])
 
 
 class WholeSceneEncoder(nn.Module):
@@ -255,82 +250,67 @@ class UnseenIDImputer(nn.Module):
         return torch.stack(fields, dim=1)
 
 
-class RareIDDropout(nn.Module):
-    """In training, a scene value's ID is hidden (replaced by the unknown index) with a probability that
-    falls with its train rows: ``p = half / (n + half)``.
+class NeighbourSmoothing(nn.Module):
+    """Rare scene IDs borrow from the values the LLM finds most alike: ``e'(v) = g·e(v) + (1 − g)·Σ w_vu e(u)``.
 
-    The ID shortcut: every training row holds a seen ID, so the CTR model learns to read the scene from
-    the ID embeddings and to ignore the scene vector — exactly where it matters, at a value it has never
-    seen, it then has only an untrained unknown embedding and a scene vector it never learnt to use
-    (the probes of larr.rec.probe show it: destroying the scene vector changed test AUC by < 0.001).
-    Hiding rare IDs makes training look like test, where new values are rare values' kin: a value seen
-    a handful of times is often hidden (n = 1, half = 20: 95 %), a frequent one almost never (n = 5,000:
-    0.4 %), and the model must then read that scene from the LLM path. Uniform ID dropout, tried before,
-    hid frequent values too and hurt every row. Float features (IDs are buckets) are never hidden.
+    ``g = n / (n + half)`` with ``n`` the value's train rows, and ``w_v·`` the softmax of the cosine
+    similarities (÷ τ) of ``v``'s LLM vector to its ``k`` nearest *other* seen values. A value seen
+    thousands of times keeps its own embedding (g ≈ 1); one seen a handful of times is mostly its
+    neighbours' — a stadium gate that occurred twice acts like the stadiums the model knows well — and
+    its own few clicks move those neighbours too, so values of one kind pool their evidence. It is the
+    training-time counterpart of :class:`UnseenIDImputer` (which gives a value with n = 0 its neighbours'
+    mix): rare and never-seen values follow one rule, and the model is trained with the embeddings it
+    is evaluated with. Non-parametric on purpose: a learnt map from a 576-d LLM vector to an embedding
+    memorised the few hundred values it was trained on (test AUC −0.024; see the issue-13 note).
+
+    The neighbour lists are computed once from the frozen table and saved with the model (persistent
+    buffers), so a loaded model needs no table to rebuild them. Float features (buckets) are left alone.
     """
 
-    def __init__(self, counts: list[list[int]], vocab_ids: list[list[int]], cols: list[int], half: float) -> None:
+    def __init__(self, counts: list[list[int]], vocab_ids: list[list[int]], cols: list[int], table: torch.Tensor,
+                 temperature: float, half: float, k: int) -> None:
         super().__init__()
         self.cols = cols
-        self.features = [k for k, ids in enumerate(vocab_ids) if ids and min(ids) >= 0]
-        for k in self.features:
-            n = torch.tensor(counts[k], dtype=torch.float32)
-            self.register_buffer(f"p_{k}", half / (n + half), persistent=False)
+        self.features: list[int] = []
+        start = 1  # row 0 of the table is the unknown value
+        for f, ids in enumerate(vocab_ids):
+            n_vocab = len(counts[f]) if counts is not None else 0
+            if ids and min(ids) >= 0 and sum(i > 0 for i in ids) > 1:
+                self.features.append(f)
+                rows = torch.zeros(n_vocab, dtype=torch.long)  # vocabulary index → its table row (0: unknown)
+                for j, i in enumerate(ids):
+                    if i > 0:
+                        rows[i] = start + j
+                v = F.normalize(table[rows], dim=-1)
+                sim = v @ v.T
+                sim.fill_diagonal_(-2.0)  # never its own neighbour
+                sim[:, 0] = -2.0  # never the unknown value
+                kk = min(k, n_vocab - 2)
+                top, nbr = sim.topk(kk, dim=-1)
+                n = torch.tensor(counts[f], dtype=torch.float32)
+                gate = n / (n + half)
+                gate[0] = 1.0  # the unknown index keeps its own embedding (the imputer handles never-seen values)
+                self.register_buffer(f"nbr_{f}", nbr)
+                self.register_buffer(f"w_{f}", torch.softmax(top / temperature, dim=-1))
+                self.register_buffer(f"gate_{f}", gate)
+            start += len(ids)
 
-    def hide_probability(self, k: int, ids: torch.Tensor) -> torch.Tensor:
-        return getattr(self, f"p_{k}")[ids]
+    def smoothed(self, f: int, weight: torch.Tensor) -> torch.Tensor:
+        """Feature ``f``'s whole embedding table, smoothed: (n_vocab, d)."""
+        nbr, w, g = getattr(self, f"nbr_{f}"), getattr(self, f"w_{f}"), getattr(self, f"gate_{f}")
+        return g[:, None] * weight + (1 - g)[:, None] * torch.einsum("vk,vkd->vd", w, weight[nbr])
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, n_used) field indices → the same with some scene IDs set to 0 (draws from torch's global RNG)."""
-        ids = ids.clone()
-        for k in self.features:
-            col = self.cols[k]
-            hide = torch.rand(len(ids), device=ids.device) < self.hide_probability(k, ids[:, col])
-            ids[:, col] = ids[:, col].masked_fill(hide, 0)
-        return ids
-
-
-class FrequencyMix(nn.Module):
-    """Frequency-aware scene embeddings: a value's ID embedding where the ID has been learnt, its text where not.
-
-    A scene ID field's embedding becomes ``g·ID + (1 − g)·W·t``, where ``t`` is the scene encoder's
-    input token of that feature (the value's projected LLM vector tagged with its feature type) and
-    ``g = n / (n + half)`` with ``n`` the value's train rows: a value seen thousands of times is its ID
-    embedding (g ≈ 1), one seen a handful of times leans on its text, and a value never seen in
-    training (unknown ID, n = 0) is its text alone. The rare values of the train split teach ``W``
-    and the encoder what a value's text says about clicks, through the very embedding slot the ID
-    model uses — so the semantic path serves exactly where IDs are weak, and a never-seen value
-    needs no side mechanism. Float features (IDs are buckets of values) keep their ID embeddings.
-    """
-
-    def __init__(self, counts: list[list[int]], vocab_ids: list[list[int]], cols: list[int], token_dim: int,
-                 embed_dim: int, half: float) -> None:
-        super().__init__()
-        self.cols = cols
-        self.features = [k for k, ids in enumerate(vocab_ids) if ids and min(ids) >= 0]
-        for k in self.features:
-            n = torch.tensor(counts[k], dtype=torch.float32)
-            self.register_buffer(f"gate_{k}", n / (n + half), persistent=False)
-        self.proj = nn.Linear(token_dim, embed_dim)
-
-    def gate(self, k: int, ids: torch.Tensor) -> torch.Tensor:
-        """Weight of the ID embedding for feature ``k``'s vocabulary indices ``ids``."""
-        return getattr(self, f"gate_{k}")[ids]
-
-    def forward(self, emb: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); ``tokens``: (B, F, token_dim) or (1, F, token_dim)."""
-        text = self.proj(tokens)  # (B or 1, F, d)
+    def forward(self, emb: torch.Tensor, ids: torch.Tensor, tables: nn.ModuleList) -> torch.Tensor:
         fields = list(emb.unbind(1))
-        for k in self.features:
-            col = self.cols[k]
-            g = self.gate(k, ids[:, col])[:, None]
-            fields[col] = g * fields[col] + (1 - g) * text[:, k]
+        for f in self.features:
+            col = self.cols[f]
+            fields[col] = self.smoothed(f, tables[col].weight)[ids[:, col]]
         return torch.stack(fields, dim=1)
 
 
 class Scored(NamedTuple):
     logit: torch.Tensor  # (B,)
-    emb: torch.Tensor  # (B, n_used, d) ID embeddings (never-seen scene IDs imputed in eval mode), before the mix
+    emb: torch.Tensor  # (B, n_used, d) field embeddings (rare IDs smoothed; never-seen ones imputed in eval mode)
     scene: torch.Tensor | None  # (B, scene_size) scene vector, for models with a scene module
 
 
@@ -372,19 +352,13 @@ class CTRModel(nn.Module):
                 and dims.scene_vocab_ids is not None:
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
             self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature)
-        self.mix = None
-        if cfg.id_text_mix and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool"):
+        self.smoothing = None
+        if cfg.smooth_half > 0 and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool"):
             if dims.scene_id_counts is None or dims.scene_vocab_ids is None:
-                raise ValueError("rec.id_text_mix needs the scene values' train counts (ModelDims.from_spec(..., train_x))")
+                raise ValueError("rec.smooth_half needs the scene values' train counts (ModelDims.from_spec(..., train_x))")
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
-            self.mix = FrequencyMix(dims.scene_id_counts, dims.scene_vocab_ids, scene_cols, cfg.scene_dim,
-                                    cfg.embed_dim, cfg.mix_half)
-        self.id_dropout = None
-        if cfg.rare_id_dropout > 0 and cfg.scene_ids:
-            if dims.scene_id_counts is None or dims.scene_vocab_ids is None:
-                raise ValueError("rec.rare_id_dropout needs the scene values' train counts (ModelDims.from_spec(..., train_x))")
-            scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
-            self.id_dropout = RareIDDropout(dims.scene_id_counts, dims.scene_vocab_ids, scene_cols, cfg.rare_id_dropout)
+            self.smoothing = NeighbourSmoothing(dims.scene_id_counts, dims.scene_vocab_ids, scene_cols, self.scene_llm,
+                                                cfg.impute_temperature, cfg.smooth_half, cfg.smooth_neighbours)
         # Diagnostics only (larr.rec.probe): a function applied to the scene vector before the backbone.
         self.scene_probe: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.backbone: nn.Module = build_backbone(cfg.backbone, in_dim, cfg)
@@ -409,23 +383,15 @@ class CTRModel(nn.Module):
         return SceneEncoder(dims.n_scene, dims.llm_dim, cfg.scene_dim, cfg.scene_layers, cfg.scene_heads,
                             cfg.scene_size, cfg.dropout, pool)
 
-    def _encode(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if isinstance(self.scene_encoder, SceneEncoder):
-            return self.scene_encoder.encode(vectors)
-        return self.scene_encoder(vectors), None
-
-    def scene_vector(self, rows: torch.Tensor | None,
-                     vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scene vector (B, s) of table ``rows`` and the per-feature input tokens (B, F, d) (None for
-        ``whole_text``); ``vectors`` (LLM vectors as the table holds them) override the table look-up —
-        the serving path, and a scene value that is not in the table yet."""
+    def scene_vector(self, rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Scene vector (B, s) of table ``rows``; ``vectors`` (LLM vectors as the table holds them)
+        override the table look-up — the serving path, and a scene value that is not in the table yet."""
         if vectors is not None:
-            return self._encode(vectors)
+            return self.scene_encoder(vectors)
         # Rows of one request (and often of many requests) share a scene: encode each distinct
         # scene of the batch once and scatter back. Same result, a fraction of the compute.
         distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        scene, tokens = self._encode(self.scene_llm[distinct])
-        return scene[inverse], None if tokens is None else tokens[inverse]
+        return self.scene_encoder(self.scene_llm[distinct])[inverse]
 
     def score(self, x: torch.Tensor, rows: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> Scored:
         """The click logit of field indices ``x`` (B, n_fields) in their scene, and what it was computed from.
@@ -436,22 +402,19 @@ class CTRModel(nn.Module):
         tensor values, so :class:`larr.serve.graph.ScoringGraph` exports it to ONNX as it is.
         """
         ids = x[:, self.used]
-        if self.id_dropout is not None and self.training:
-            ids = self.id_dropout(ids)
-        emb = self.embedding(ids)  # (B, n_used, d)
+        emb = self.embedding(ids)
+        if self.smoothing is not None:
+            emb = self.smoothing(emb, ids, self.embedding.tables)  # (B, n_used, d)
         # Training rows never hold an unknown ID with a vector (vocabularies come from train), so the
         # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
         if self.imputer is not None and not self.training:
             emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, rows, vectors)
-        fields, scene = emb, None
+        scene = None
         if self.scene_encoder is not None:
-            scene, tokens = self.scene_vector(rows, vectors)
-            if self.mix is not None:
-                fields = self.mix(emb, ids, tokens)
-            scene = scene.expand(x.shape[0], -1)
+            scene = self.scene_vector(rows, vectors).expand(x.shape[0], -1)
             if self.scene_probe is not None:
                 scene = self.scene_probe(scene)
-        parts = [fields.flatten(1)] + ([scene] if scene is not None else [])
+        parts = [emb.flatten(1)] + ([scene] if scene is not None else [])
         return Scored(self.head(self.backbone(torch.cat(parts, dim=-1))).squeeze(-1), emb, scene)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> CTROutput:
