@@ -359,6 +359,15 @@ class SweepConfig(_Strict):
         "it on with one extra value per parameter.")
 
 
+class DistConfig(_Strict):
+    """Runs under ``torchrun`` / ``accelerate launch`` (``larr.distributed``); ignored by a single process."""
+
+    gather_negatives: bool = Field(
+        True, description="In-batch negatives of the contrastive losses (stage 2's InfoNCE, stage 3's alignment) "
+        "come from every rank's rows (all_gather with gradients), as in one process with the same global batch. "
+        "False: each rank contrasts only its own rows (batch_size / N negatives; cheaper, a weaker loss).")
+
+
 class Config(_Strict):
     """Everything one run needs. Each stage reads its own section."""
 
@@ -373,6 +382,7 @@ class Config(_Strict):
     rec: RecConfig = RecConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     sweep: SweepConfig = SweepConfig()
+    dist: DistConfig = DistConfig()
 
     @property
     def data_seed(self) -> int:

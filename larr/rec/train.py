@@ -50,6 +50,7 @@ from safetensors.torch import load_file, save_file
 from larr import layout
 from larr.config import Config, RecConfig
 from larr.data.schema import SHOPS, USERS, SchemaError
+from larr.distributed import Dist, distributed, wrap_ddp
 from larr.errors import LarrError
 from larr.io import atomic_dir, atomic_path, atomic_write_text
 from larr.metrics import ctr_metrics
@@ -95,8 +96,15 @@ def _data_fingerprint(data_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_features(run_dir: Path, data_dir: Path | None = None) -> tuple[FeatureSpec, Splits, str]:
-    """Spec, per-split tensors and the data fingerprint; cached in ``RUN_DIR/stage3/features``."""
+def load_features(run_dir: Path, data_dir: Path | None = None,
+                  dist: Dist | None = None) -> tuple[FeatureSpec, Splits, str]:
+    """Spec, per-split tensors and the data fingerprint; cached in ``RUN_DIR/stage3/features``.
+
+    With several ranks (``dist``) rank 0 builds the cache and the others read it after."""
+    if dist is not None and dist.world > 1:
+        out = load_features(run_dir, data_dir) if dist.main else None
+        dist.barrier()
+        return out or load_features(run_dir, data_dir)
     data_dir = layout.data_dir(run_dir, data_dir)
     if not data_dir.is_dir():
         raise SchemaError(f"{data_dir}: data directory not found (run `larr data synth --out {data_dir}`)")
@@ -153,11 +161,18 @@ class RequestBatches:
     resumed run picks up the same order) and their rows laid end to end, then cut into batches;
     a request is split only where a batch boundary falls inside it. Gathering the epoch's rows
     once and slicing views is also cheaper than one gather per batch.
+
+    Under DDP (``world`` ranks) the batches are the same *global* batches, whatever ``world``;
+    rank ``r`` yields rows ``[r·B/N, (r+1)·B/N)`` of each (``batch_size`` a multiple of ``world``).
+    Equal shares make DDP's gradient average exactly the one-process mean of the click loss; a
+    request cut at a rank boundary is counted once by the gathered alignment term
+    (:func:`request_loss`). The order, hence a checkpoint, does not depend on ``world``.
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int = 0,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, rank: int = 0, world: int = 1) -> None:
         self.tensors, self.batch_size, self.seed, self.drop_last = tensors, batch_size, seed, drop_last
+        self.rank, self.world = rank, world
         order = torch.argsort(tensors["request"], stable=True)
         _, counts = torch.unique_consecutive(tensors["request"][order], return_counts=True)
         self.order, self.counts = order, counts
@@ -181,8 +196,11 @@ class RequestBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rows = self.rows()
         epoch_data = {k: v[rows] for k, v in self.tensors.items()}
+        share = self.batch_size // self.world
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            start = i * self.batch_size + self.rank * share
+            stop = min(start + share, (i + 1) * self.batch_size) if self.rank < self.world - 1 else (i + 1) * self.batch_size
+            sl = slice(start, stop)
             yield {k: v[sl] for k, v in epoch_data.items()}
 
 
@@ -202,15 +220,26 @@ def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size
     return ctr_metrics(tensors["label"].numpy(), p, tensors["user"].numpy())
 
 
+def predict_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size: int = 8192,
+                  dist: Dist | None = None) -> np.ndarray:
+    """Click probabilities of every row of a split; with several ranks each predicts its contiguous shard
+    and the shards are gathered in row order, so metrics are computed once on all rows."""
+    if dist is None or dist.world == 1:
+        return predict(model, tensors, batch_size)
+    sl = dist.shard(len(tensors["label"]))
+    return dist.gather_array(predict(model, {k: v[sl] for k, v in tensors.items()}, batch_size))
+
+
 def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_below: int,
-                   batch_size: int = 8192) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions."""
+                   batch_size: int = 8192, dist: Dist | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions
+    (gathered from every rank under DDP: an AUC of all predictions, not a mean of per-rank AUCs)."""
     cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
     counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
     metrics, preds = {}, {}
     for split in ("valid", "test"):
         tensors = splits[split]
-        preds[split] = predict(model, tensors, batch_size)
+        preds[split] = predict_split(model, tensors, batch_size, dist)
         for name, mask in slice_masks(tensors, cols, counts, rare_below).items():
             metrics[metric_key(split, name)] = evaluate_split(model, tensors, batch_size,
                                                               None if name == "all" else mask, preds[split])
@@ -235,7 +264,8 @@ def first_row_of_each_request(request: torch.Tensor) -> torch.Tensor:
     return first.sort().values
 
 
-def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig) -> tuple[torch.Tensor, dict]:
+def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig,
+                 gather: Dist | None = None) -> tuple[torch.Tensor, dict]:
     """:func:`ctr_loss` with the alignment term over *requests* instead of rows.
 
     The rows of one request share their user and scene, hence their (scene, collaborative) pair:
@@ -243,12 +273,21 @@ def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig)
     negatives, at O(rows²) cost (2,048² logits dominated a training step on CPU). One pair per
     request gives the same positives and every other request as a negative, at O(requests²).
     The click loss still uses every row.
+
+    ``gather`` (several ranks, ``dist.gather_negatives``): the request pairs of every rank are
+    gathered with gradients, so the negatives are the whole global batch's requests as in one
+    process; a request cut at a rank boundary is kept once (its rows on both ranks share user and
+    scene, hence the pair). The click loss stays per rank; DDP averages it over equal shares.
     """
     if out.scene is None:
         return ctr_loss(out, batch, rec)
     first = first_row_of_each_request(batch["request"])
-    pairs = CTROutput(out.logit, out.scene[first], out.collab[first])
-    return ctr_loss(pairs, {"label": batch["label"], "request": batch["request"][first]}, rec)
+    scene, collab, request = out.scene[first], out.collab[first], batch["request"][first]
+    if gather is not None and gather.world > 1:
+        scene, collab, request = gather.gather_rows(scene), gather.gather_rows(collab), gather.gather_rows(request)
+        once = first_row_of_each_request(request)
+        scene, collab, request = scene[once], collab[once], request[once]
+    return ctr_loss(CTROutput(out.logit, scene, collab), {"label": batch["label"], "request": request}, rec)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -336,41 +375,53 @@ def param_groups(model: CTRModel, rec: RecConfig) -> list[dict]:
 
 def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir: Path | None = None,
         log_dir: Path | None = None, resume: bool = False, progress: bool = False,
-        on_epoch: Callable[[int, dict], None] | None = None, desc: str = "train") -> FitResult:
+        on_epoch: Callable[[int, dict], None] | None = None, desc: str = "train",
+        dist: Dist | None = None, gather_negatives: bool = True) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of its best validation epoch.
 
     ``on_epoch(epoch, record)`` runs after each epoch's checkpoint (tests use it to interrupt).
+    ``dist`` (several ranks): ``model`` is trained through DDP on each rank's share of the same
+    global batches, validation AUC is computed on the gathered predictions, rank 0 alone writes
+    checkpoints and TensorBoard scalars; a checkpoint resumes with any number of ranks.
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    dist = dist or Dist()
     device = next(model.parameters()).device
     train = {k: v.to(device) for k, v in splits["train"].items()}
     opt = torch.optim.AdamW(param_groups(model, rec), lr=rec.lr, weight_decay=rec.weight_decay)
-    batches = RequestBatches(train, rec.batch_size, seed=seed)
+    if rec.batch_size % dist.world:
+        raise TrainError(f"rec.batch_size={rec.batch_size} must be a multiple of the {dist.world} processes")
+    batches = RequestBatches(train, rec.batch_size, seed=seed, rank=dist.rank, world=dist.world)
     if len(batches) == 0:
         raise TrainError(f"the train split has {batches.n} rows, fewer than one batch of {rec.batch_size}")
     state, best = TrainState(), _state_dict(model)
     if resume and ckpt_dir is not None and (Path(ckpt_dir) / "state.json").is_file():
         state, best = load_checkpoint(ckpt_dir, model, opt, seed)
-    writer = _tb_writer(log_dir)
+    # the frozen LLM table is a buffer, identical on every rank: no per-step broadcast
+    net = wrap_ddp(model, dist, device, broadcast_buffers=False)
+    gather = dist if gather_negatives else None
+    writer = _tb_writer(log_dir if dist.main else None)
     total_steps = rec.epochs * len(batches)
     while state.epoch < rec.epochs and state.bad_epochs < rec.patience:
         batches.set_epoch(state.epoch)
         model.train()
         sums: dict[str, float] = {}
-        for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}", disable=not progress,
-                          leave=False, unit="batch"):
+        for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}",
+                          disable=not (progress and dist.main), leave=False, unit="batch"):
             set_lr(opt, rec, state.steps, total_steps)
-            loss, parts = request_loss(model(batch), batch, rec)
+            loss, parts = request_loss(net(batch), batch, rec, gather)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             state.steps += 1
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
-        record = {"epoch": state.epoch + 1, **{f"train_{k}": v / len(batches) for k, v in sums.items()}}
-        valid = evaluate_split(model, splits["valid"], rec.eval_batch_size)
+        means = dict(zip(sums, dist.sum([v / len(batches) / dist.world for v in sums.values()])))
+        record = {"epoch": state.epoch + 1, **{f"train_{k}": v for k, v in means.items()}}
+        valid = evaluate_split(model, splits["valid"], rec.eval_batch_size,
+                               p=predict_split(model, splits["valid"], rec.eval_batch_size, dist))
         record.update({f"valid_{k}": valid[k] for k in ("auc", "gauc", "logloss")})
         score = _criterion(valid)
         if state.best_score is None or (score is not None and score > state.best_score):
@@ -381,7 +432,9 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
         state.history.append(record)
         _log_scalars(writer, record, state.steps)
         if ckpt_dir is not None and (state.epoch % rec.checkpoint_every == 0 or state.epoch == rec.epochs):
-            save_checkpoint(ckpt_dir, model, best, opt, state, seed)
+            if dist.main:
+                save_checkpoint(ckpt_dir, model, best, opt, state, seed)
+            dist.barrier()
         if on_epoch is not None:
             on_epoch(state.epoch, record)
     if writer is not None:
@@ -441,40 +494,57 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     ``run_id`` names the run's folder under ``RUN_DIR/stage3`` (and its checkpoint and log folders)
     instead of ``<name>_seed<k>``: the sweep trains the ``larr`` row at other hyper-parameters
     without overwriting the comparison's run.
-    """
-    from larr.device import resolve_device
 
-    run_dir = Path(run_dir)
+    Under ``torchrun`` / ``accelerate launch`` every rank runs this; they train one model through
+    DDP (:func:`fit`), evaluate it on gathered predictions, and rank 0 alone writes the run's
+    folder. ``metrics.json`` records ``world_size``, the number of processes that trained it.
+    """
+    with distributed(cfg.device) as (dist, device):
+        return _train_model(cfg, Path(run_dir), name, seed, data_dir, resume, progress, features, on_epoch,
+                            run_id, dist, device)
+
+
+def _train_model(cfg: Config, run_dir: Path, name: str, seed: int, data_dir: Path | None, resume: bool,
+                 progress: bool, features: tuple[FeatureSpec, Splits, str] | None,
+                 on_epoch: Callable[[int, dict], None] | None, run_id: str | None, dist: Dist,
+                 device: torch.device) -> dict:
     rec, store = model_setup(cfg, name)
     set_threads(rec)
-    spec, splits, fingerprint = features or load_features(run_dir, data_dir)
+    spec, splits, fingerprint = features or load_features(run_dir, data_dir, dist)
     whole = rec.scene_encoder == "whole_text"
     raw_table, llm_dim = llm_table(spec, run_dir, store, whole, standardize=False)
     table = raw_table
     if raw_table is not None and rec.llm_standardize:
         table = spec.scene_table(whole).standardize(raw_table)
     torch.manual_seed(seed)
-    model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(resolve_device(cfg.device))
+    model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(device)
     rid = run_id or layout.run_name(name, seed)
     log_dir = layout.log_dir(run_dir, layout.STAGE3) / (run_id or Path(name) / f"seed{seed}")
     result = fit(model, rec, splits, seed=seed, ckpt_dir=layout.stage3_ckpt(run_dir, rid),
                  log_dir=log_dir, resume=resume, progress=progress,
-                 on_epoch=on_epoch, desc=rid)
+                 on_epoch=on_epoch, desc=rid, dist=dist, gather_negatives=cfg.dist.gather_negatives)
     model = model.cpu()
     metrics = {"model": name, "seed": seed, "store": store, "rec": rec.model_dump(mode="json"),
                "data": fingerprint, "encoder": _store_identity(run_dir, store),
                "epochs": result.state.epoch, "best_epoch": result.state.best_epoch, "steps": result.state.steps,
                "train_seconds": result.seconds, "history": result.state.history,
-               "rare_below": cfg.experiment.rare_below}
-    scores, preds = evaluate_model(model, spec, splits, cfg.experiment.rare_below, rec.eval_batch_size)
+               "rare_below": cfg.experiment.rare_below, "world_size": dist.world}
+    scores, preds = evaluate_model(model, spec, splits, cfg.experiment.rare_below, rec.eval_batch_size, dist)
     metrics.update(scores)
-    out = save_model(model, spec, layout.stage3_run(run_dir, rid))
+    if dist.main:
+        _save_run(model, spec, layout.stage3_run(run_dir, rid), preds, raw_table, rec, whole, metrics)
+    dist.barrier()  # the other ranks return once the run's folder exists
+    return metrics
+
+
+def _save_run(model: CTRModel, spec: FeatureSpec, folder: Path, preds: dict[str, np.ndarray],
+              raw_table: torch.Tensor | None, rec: RecConfig, whole: bool, metrics: dict) -> None:
+    out = save_model(model, spec, folder)
     with atomic_path(out / layout.PREDICTIONS_FILE) as tmp:
         save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in preds.items()}, tmp)
     if raw_table is not None and rec.llm_standardize:  # how raw vectors of a new value map into the table
         spec.scene_table(whole).stats(raw_table).save(out / layout.SCENE_STATS_FILE)
     atomic_write_text(out / layout.METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
-    return metrics
 
 
 def _store_identity(run_dir: Path, store: str | None) -> str | None:

@@ -1,0 +1,162 @@
+"""Several processes, one run: the torchrun / ``accelerate launch`` view every stage shares.
+
+A stage calls :func:`setup_distributed` (or uses :func:`distributed` as a context manager) and
+gets a :class:`Dist`: rank 0 of 1 when run plainly, else this process's place in the launch
+(``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` set by the launcher). The process group is the real
+engine's (``torch.distributed``; gloo on CPU, nccl with one GPU per rank); models are wrapped in
+``DistributedDataParallel`` by the stage that trains them. Rules every stage follows:
+
+- **Data sharded per rank** from one global order that does not depend on the number of
+  processes (:meth:`Dist.shard` for contiguous slices), so a checkpoint made by N processes
+  resumes on M.
+- **Metrics reduced across ranks**: predictions are gathered (:meth:`Dist.gather_array`) and
+  scored once — an AUC of the gathered predictions, never an average of per-rank AUCs.
+- **Only rank 0 writes** artifacts, logs and reports (:attr:`Dist.main`); the others wait at a
+  :meth:`Dist.barrier` before reading what it wrote.
+- **Cross-rank in-batch negatives**: :meth:`Dist.gather_rows` concatenates every rank's rows
+  *with gradients* (``torch.distributed.nn.functional.all_gather``), so a contrastive loss can
+  see the global batch as its negatives (``dist.gather_negatives``).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from larr.device import resolve_device
+
+
+def env_world() -> int:
+    """Processes of the launch as the launcher announced them (1 when run plainly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_rank() -> int:
+    """This process's rank as the launcher announced it, readable before the group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no launcher): the one process that writes files shared by the run."""
+    return env_rank() == 0
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun/accelerate launch (rank 0 of 1 when run plainly)."""
+
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False  # this run created the process group, so it also destroys it
+    nccl: bool = False  # collectives need CUDA tensors
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def _device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device()) if self.nccl else torch.device("cpu")
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum of ``values`` over ranks (float64)."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self._device)
+        torch.distributed.all_reduce(t)
+        return t.cpu().tolist()
+
+    def mean(self, value: float) -> float:
+        return value if self.world == 1 else self.sum([value])[0] / self.world
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous share of ``n`` items (sizes differ by at most one; rank order = item order)."""
+        return slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+
+    def _sizes(self, n: int) -> list[int]:
+        return [int(s) for s in self.sum([0.0] * self.rank + [float(n)] + [0.0] * (self.world - self.rank - 1))]
+
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows of ``t`` concatenated in rank order, the same on every rank.
+
+        Floating tensors keep their gradient: ``torch.distributed.nn.functional.all_gather``
+        sends each rank's share of the gradient back to the rank that made the rows (summed
+        over ranks), so a loss computed on the gathered rows trains every rank's encoder. Ranks
+        may hold different numbers of rows (padded for the collective, trimmed after).
+        """
+        if self.world == 1:
+            return t
+        sizes = self._sizes(len(t))
+        pad = max(sizes) - len(t)
+        padded = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
+        if t.is_floating_point() and t.requires_grad:
+            import warnings
+
+            from torch.distributed.nn.functional import all_gather
+
+            with warnings.catch_warnings():  # deprecated in favour of a private API; still the autograd one
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                parts = all_gather(padded.contiguous())
+        else:
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
+            torch.distributed.all_gather(parts, padded.contiguous())
+        return torch.cat([p[:s] for p, s in zip(parts, sizes)])
+
+    def gather_array(self, a: np.ndarray) -> np.ndarray:
+        """Every rank's rows of a NumPy array concatenated in rank order (no gradient; e.g. predictions)."""
+        if self.world == 1:
+            return a
+        out = self.gather_rows(torch.from_numpy(np.ascontiguousarray(a)).to(self._device))
+        return out.cpu().numpy()
+
+
+def setup_distributed(device_spec: str) -> tuple[Dist, torch.device]:
+    """One process unless launched with ``WORLD_SIZE > 1``: then DDP over gloo (CPU) or nccl (one GPU per rank).
+
+    Joins a process group another caller (accelerate, a notebook) already made instead of making one.
+    """
+    device = resolve_device(device_spec)
+    if env_world() <= 1:
+        return Dist(), device
+    import torch.distributed as tdist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    owns = not tdist.is_initialized()
+    if owns:
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(tdist.get_rank(), tdist.get_world_size(), owns, tdist.get_backend() == "nccl"), device
+
+
+def teardown(dist: Dist) -> None:
+    """Destroy the process group if this run made it."""
+    if dist.owns_group:
+        torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def distributed(device_spec: str) -> Iterator[tuple[Dist, torch.device]]:
+    """:func:`setup_distributed` for the duration of a stage, torn down after (also on error)."""
+    dist, device = setup_distributed(device_spec)
+    try:
+        yield dist, device
+    finally:
+        teardown(dist)
+
+
+def wrap_ddp(model: torch.nn.Module, dist: Dist, device: torch.device, **kwargs) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel`` when there are several ranks, else itself."""
+    if dist.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **kwargs)

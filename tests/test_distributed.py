@@ -1,0 +1,159 @@
+"""Several processes, one run (``larr.distributed``): `larr train` under torchrun (2 gloo ranks on CPU)
+against one process with the same global batch, rank-0-only artifacts, resuming at another process
+count; the shared helper's sharding."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from larr import layout
+from larr.config import load_config
+from larr.distributed import Dist
+from larr.rec.train import RequestBatches, train_model
+from rec_helpers import TINY_REC
+
+REPO = Path(__file__).resolve().parents[1]
+# no dropout: with it, each rank draws masks for its own rows and the runs differ by the draws alone
+TRAIN_SETS = ["device=cpu", "experiment.larr_encoder=minilm", *TINY_REC, "rec.dropout=0"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --nproc_per_node N -m larr ARGS`` (gloo), run from ``cwd``
+    (no configs/demo.yaml there: defaults + ``--set``, like ``load_config(None, sets)``)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "larr", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"),
+                                                                                  os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def sets(values: list[str]) -> list[str]:
+    return [x for v in values for x in ("--set", v)]
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """The quick run's inputs (data, vectors), nothing built or trained."""
+    for part in ("data", "embeddings"):
+        shutil.copytree(src / part, dst / part)
+    return dst
+
+
+def files(run: Path) -> set[str]:
+    """Every file of a run, TensorBoard event files by folder (their names carry host, pid and time)."""
+    return {str(p.parent.relative_to(run)) + "/<events>" if p.name.startswith("events.") else str(p.relative_to(run))
+            for p in run.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------- pure
+
+
+def test_shards_cover_rows_once_in_order():
+    assert [Dist(r, 3).shard(10) for r in range(3)] == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    assert Dist().shard(7) == slice(0, 7)
+
+
+def test_rank_shares_make_up_the_global_batches():
+    request = torch.arange(40) // 3  # requests of 3 rows
+    tensors = {"request": request, "row": torch.arange(40)}
+    whole = [b["row"] for b in RequestBatches(tensors, 8, seed=2)]
+    shares = [[b["row"] for b in RequestBatches(tensors, 8, seed=2, rank=r, world=2)] for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == len(whole) == 5
+    for i, batch in enumerate(whole):
+        assert len(shares[0][i]) == len(shares[1][i]) == 4  # equal shares: DDP's mean is the global mean
+        assert torch.equal(torch.cat([shares[0][i], shares[1][i]]), batch)
+
+
+# ---------------------------------------------------------------------------- larr train under torchrun
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_two_process_train_matches_one_process(quick_run, tmp_path):
+    """2 gloo ranks × 256 rows vs 1 process × 512 rows: the same global batches, gradients averaged by
+    DDP, the alignment's negatives gathered across ranks. Not bit-identical — the two ranks' float sums
+    (gradient all-reduce, per-rank batch means) round in another order — so weights agree to ~1e-4
+    (Adam divides small gradients by their root-mean-square, which amplifies rounding) and metrics
+    to 1e-3."""
+    cfg_sets = [*TRAIN_SETS, "rec.epochs=2"]
+    single_run, multi_run = copy_run(quick_run, tmp_path / "one"), copy_run(quick_run, tmp_path / "two")
+    single = train_model(load_config(None, cfg_sets), single_run, "larr", seed=0)
+    proc = torchrun(["train", "--out", str(multi_run), "--model", "larr", *sets(cfg_sets)], cwd=tmp_path)
+    folder = layout.stage3_run(multi_run, layout.run_name("larr", 0))
+    multi = json.loads((folder / layout.METRICS_FILE).read_text())
+    assert single["world_size"] == 1 and multi["world_size"] == 2
+    assert multi["steps"] == single["steps"] and multi["epochs"] == single["epochs"] == 2
+    for split in ("valid", "test", "test_unseen"):
+        for metric in ("auc", "gauc", "logloss"):
+            assert multi[split][metric] == pytest.approx(single[split][metric], abs=1e-3), (split, metric)
+    for a, b in zip(single["history"], multi["history"]):
+        assert b["train_align"] == pytest.approx(a["train_align"], rel=1e-4)  # gathered: the global batch's negatives
+        assert b["train_bce"] == pytest.approx(a["train_bce"], rel=1e-4)
+    one = _weights(layout.stage3_run(single_run, layout.run_name("larr", 0)))
+    for k, v in _weights(folder).items():
+        torch.testing.assert_close(v, one[k], atol=2e-3, rtol=1e-3)
+    preds = load_file(folder / layout.PREDICTIONS_FILE)["test"]  # gathered from both ranks, in row order
+    assert len(preds) == multi["test"]["n"]
+    # rank 0 alone wrote: the same files as the one-process run (plus its config.yaml), one summary line
+    assert files(multi_run) == files(single_run) | {"config.yaml"}
+    assert proc.stderr.count("stage3 larr seed 0") == 1
+
+
+@pytest.mark.slow
+def test_resume_with_another_process_count(quick_run, tmp_path):
+    """A run interrupted after epoch 1 of 3 in one process continues under 2 ranks from its checkpoint,
+    and ends where the uninterrupted one-process run ends."""
+    cfg_sets = [*TRAIN_SETS, "rec.epochs=3"]
+    cfg = load_config(None, cfg_sets)
+    straight = train_model(cfg, copy_run(quick_run, tmp_path / "straight"), "larr", seed=0)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_1(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise Crash
+
+    run = copy_run(quick_run, tmp_path / "resumed")
+    with pytest.raises(Crash):
+        train_model(cfg, run, "larr", seed=0, on_epoch=crash_after_1)
+    ckpt = layout.stage3_ckpt(run, layout.run_name("larr", 0))
+    first = json.loads((ckpt / "state.json").read_text())["state"]["history"][0]
+    torchrun(["train", "--out", str(run), "--model", "larr", "--resume", *sets(cfg_sets)], cwd=tmp_path)
+    resumed = json.loads((layout.stage3_run(run, layout.run_name("larr", 0)) / layout.METRICS_FILE).read_text())
+    assert resumed["world_size"] == 2 and [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][0] == first  # epoch 1 came from the checkpoint, not from training again
+    assert resumed["steps"] == straight["steps"]
+    assert resumed["test"]["auc"] == pytest.approx(straight["test"]["auc"], abs=1e-3)
+    assert resumed["history"][2]["valid_auc"] == pytest.approx(straight["history"][2]["valid_auc"], abs=1e-3)
+
+
+def test_batch_size_must_split_evenly_over_ranks(quick_run):
+    from larr.rec.train import TrainError, fit, load_features, model_setup
+    from larr.rec.models import CTRModel, ModelDims
+
+    cfg = load_config(None, [*TRAIN_SETS, "rec.batch_size=511"])
+    rec, _ = model_setup(cfg, "base")
+    spec, splits, _ = load_features(quick_run)
+    model = CTRModel(rec, ModelDims.from_spec(spec, 0), None)
+    with pytest.raises(TrainError, match="multiple of the 2 processes"):
+        fit(model, rec, splits, dist=Dist(0, 2))  # checked before any collective: no process group needed
