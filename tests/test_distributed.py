@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -157,3 +158,30 @@ def test_batch_size_must_split_evenly_over_ranks(quick_run):
     model = CTRModel(rec, ModelDims.from_spec(spec, 0), None)
     with pytest.raises(TrainError, match="multiple of the 2 processes"):
         fit(model, rec, splits, dist=Dist(0, 2))  # checked before any collective: no process group needed
+
+
+# ---------------------------------------------------------------------------- larr embed under torchrun
+
+
+@pytest.mark.slow
+def test_two_process_embed_gives_the_same_store(quick_run, tmp_path):
+    """Each rank encodes its share of the distinct texts (a tiny random Llama, the real loading path);
+    rank 0 writes one store: the same keys in the same order and the same vectors as one process."""
+    from larr import embed
+    from larr.llm.backbone import make_tiny_model
+    from larr.store import DiskStore
+
+    model_dir = make_tiny_model(tmp_path / "tiny_lm", vocab_size=300, hidden_size=32, num_layers=1, num_heads=2)
+    cfg_sets = ["device=cpu", f"llm.model={model_dir}", "embed.encoders=[untuned]", "embed.whole_scene=[untuned]",
+                "embed.shops=all"]
+    data = quick_run / "data"
+    single = embed.run(load_config(None, cfg_sets), tmp_path / "one", data_dir=data, log=lambda m: None)
+    proc = torchrun(["embed", "--out", str(tmp_path / "two"), "--data", str(data), *sets(cfg_sets)], cwd=tmp_path)
+    a, b = (DiskStore(tmp_path / run / "embeddings" / "untuned") for run in ("one", "two"))
+    assert a.keys() == b.keys() and len(a) > 100 and a.encoder == b.encoder
+    va, vb = a.get_many(a.keys()), b.get_many(b.keys())
+    np.testing.assert_allclose(np.stack(list(vb.values())), np.stack(list(va.values())), atol=1e-5)
+    report = json.loads((tmp_path / "two" / "report.json").read_text())["embed"]
+    assert report["world_size"] == 2 and single["world_size"] == 1
+    assert report["encoders"]["untuned"]["whole"]["encoded"] == single["encoders"]["untuned"]["whole"]["encoded"]
+    assert proc.stderr.count("embed: untuned") == 1  # rank 0 alone logs
