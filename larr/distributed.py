@@ -59,7 +59,8 @@ class Dist:
         return self.rank == 0
 
     @property
-    def _device(self) -> torch.device:
+    def comm_device(self) -> torch.device:
+        """Where tensors must be for a collective of this group (nccl: this rank's GPU)."""
         return torch.device("cuda", torch.cuda.current_device()) if self.nccl else torch.device("cpu")
 
     def barrier(self) -> None:
@@ -70,7 +71,7 @@ class Dist:
         """Element-wise sum of ``values`` over ranks (float64)."""
         if self.world == 1:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self._device)
+        t = torch.tensor(values, dtype=torch.float64, device=self.comm_device)
         torch.distributed.all_reduce(t)
         return t.cpu().tolist()
 
@@ -114,7 +115,7 @@ class Dist:
         """Every rank's rows of a NumPy array concatenated in rank order (no gradient; e.g. predictions)."""
         if self.world == 1:
             return a
-        out = self.gather_rows(torch.from_numpy(np.ascontiguousarray(a)).to(self._device))
+        out = self.gather_rows(torch.from_numpy(np.ascontiguousarray(a)).to(self.comm_device))
         return out.cpu().numpy()
 
 

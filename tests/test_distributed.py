@@ -185,3 +185,39 @@ def test_two_process_embed_gives_the_same_store(quick_run, tmp_path):
     assert report["world_size"] == 2 and single["world_size"] == 1
     assert report["encoders"]["untuned"]["whole"]["encoded"] == single["encoders"]["untuned"]["whole"]["encoded"]
     assert proc.stderr.count("embed: untuned") == 1  # rank 0 alone logs
+
+
+# ---------------------------------------------------------------------------- larr contrastive under torchrun
+
+
+@pytest.mark.slow
+def test_two_process_contrastive_matches_one_process(tmp_path):
+    """2 gloo ranks × 4 pairs vs 1 process × 8 pairs per type and step, negatives gathered across ranks:
+    the same losses and weights up to float rounding (the frozen-state cache is computed in shares, the
+    gradients are summed in another order); rank 0 alone saves."""
+    from larr.llm import contrastive as C
+    from larr.llm.backbone import make_tiny_model
+    from test_pairs import write_world
+
+    lm = make_tiny_model(tmp_path / "lm", texts=["<user>Office worker</user> weather: heavy rain hot bowl"] * 5,
+                         vocab_size=300, num_layers=2)
+    cfg_sets = [f"llm.model={lm}", "device=cpu", "contrastive.max_steps=6", "contrastive.batch_size=8",
+                "contrastive.lr=3e-3", "contrastive.head_lr=3e-3", "contrastive.max_length=32",
+                "contrastive.heldout_frac=0.2", "contrastive.uu_min_jaccard=0.3", "contrastive.ss_min_coclick=2",
+                "contrastive.cache_dtype=float32", "contrastive.evaluate=false"]
+    runs = {n: tmp_path / n for n in ("one", "two")}
+    for run in runs.values():
+        write_world(run / "data")
+    single = C.run(load_config(None, cfg_sets), runs["one"], progress=False)
+    proc = torchrun(["contrastive", "--out", str(runs["two"]), *sets(cfg_sets)], cwd=tmp_path)
+    multi = json.loads((runs["two"] / "report.json").read_text())["stage2"]
+    assert single["world_size"] == 1 and multi["world_size"] == 2 and multi["gather_negatives"] is True
+    assert multi["steps"] == single["steps"] == 6 and multi["texts"] == single["texts"]
+    assert multi["first_loss"] == pytest.approx(single["first_loss"], rel=1e-4)
+    assert multi["last_loss"] == pytest.approx(single["last_loss"], rel=1e-3)
+    a, b = (load_file(run / "stage2" / "model.safetensors") for run in runs.values())
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=1e-4)
+    assert files(runs["two"]) == files(runs["one"]) | {"config.yaml"}
+    assert proc.stderr.count("stage2 6 steps") == 1  # rank 0 alone prints
