@@ -368,6 +368,22 @@ class DistConfig(_Strict):
         "False: each rank contrasts only its own rows (batch_size / N negatives; cheaper, a weaker loss).")
 
 
+class StreamConfig(_Strict):
+    """Stage-3 data read as a stream (``larr.rec.stream``) instead of in-memory tensors, for large data."""
+
+    mode: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="auto: stream when the impressions have more than `above_rows` rows (in memory is "
+        "faster while it fits); memory / stream: always that path.")
+    above_rows: int = Field(5_000_000, ge=0, description="auto streams past this many impressions (all splits).")
+    buffer_rows: int = Field(
+        262_144, ge=1, description="Shuffle buffer: train rows whose requests are shuffled together (memory bound).")
+    scan_rows: int = Field(65_536, ge=1, description="Rows per Parquet read.")
+    eval_rows: int | None = Field(
+        None, ge=1, description="Read at most this many valid / test rows (file order) when streaming; None = all.")
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cap on the streamed batches of an epoch (benchmarks); None = every full batch.")
+
+
 class Config(_Strict):
     """Everything one run needs. Each stage reads its own section."""
 
@@ -383,6 +399,7 @@ class Config(_Strict):
     experiment: ExperimentConfig = ExperimentConfig()
     sweep: SweepConfig = SweepConfig()
     dist: DistConfig = DistConfig()
+    stream: StreamConfig = StreamConfig()
 
     @property
     def data_seed(self) -> int:

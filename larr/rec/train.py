@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -90,9 +90,11 @@ def _data_fingerprint(data_dir: Path) -> str:
     h = hashlib.sha1()
     for name in ("dataset.json", "impressions.parquet", SHOPS.file, USERS.file):
         path = Path(data_dir) / name
-        if path.is_file():
-            with open(path, "rb") as f:
-                h.update(name.encode() + hashlib.file_digest(f, "sha1").digest())
+        parts = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]  # partitions
+        for part in parts:
+            if part.is_file():
+                with open(part, "rb") as f:
+                    h.update(str(part.relative_to(data_dir)).encode() + hashlib.file_digest(f, "sha1").digest())
     return h.hexdigest()[:16]
 
 
@@ -231,11 +233,15 @@ def predict_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size:
 
 
 def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_below: int,
-                   batch_size: int = 8192, dist: Dist | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+                   batch_size: int = 8192, dist: Dist | None = None,
+                   counts: list[torch.Tensor] | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions
-    (gathered from every rank under DDP: an AUC of all predictions, not a mean of per-rank AUCs)."""
+    (gathered from every rank under DDP: an AUC of all predictions, not a mean of per-rank AUCs).
+
+    ``counts``: the train rows of each scene ID value when there is no train split in memory (streaming)."""
     cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
-    counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
+    if counts is None:
+        counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
     metrics, preds = {}, {}
     for split in ("valid", "test"):
         tensors = splits[split]
@@ -376,24 +382,27 @@ def param_groups(model: CTRModel, rec: RecConfig) -> list[dict]:
 def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir: Path | None = None,
         log_dir: Path | None = None, resume: bool = False, progress: bool = False,
         on_epoch: Callable[[int, dict], None] | None = None, desc: str = "train",
-        dist: Dist | None = None, gather_negatives: bool = True) -> FitResult:
+        dist: Dist | None = None, gather_negatives: bool = True, batches: Iterable | None = None) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of its best validation epoch.
 
     ``on_epoch(epoch, record)`` runs after each epoch's checkpoint (tests use it to interrupt).
     ``dist`` (several ranks): ``model`` is trained through DDP on each rank's share of the same
     global batches, validation AUC is computed on the gathered predictions, rank 0 alone writes
     checkpoints and TensorBoard scalars; a checkpoint resumes with any number of ranks.
+    ``batches``: the train batches when they do not come from ``splits["train"]``
+    (:class:`larr.rec.stream.StreamedBatches`: ``set_epoch``, ``len``, this rank's share of each batch).
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     dist = dist or Dist()
     device = next(model.parameters()).device
-    train = {k: v.to(device) for k, v in splits["train"].items()}
     opt = torch.optim.AdamW(param_groups(model, rec), lr=rec.lr, weight_decay=rec.weight_decay)
     if rec.batch_size % dist.world:
         raise TrainError(f"rec.batch_size={rec.batch_size} must be a multiple of the {dist.world} processes")
-    batches = RequestBatches(train, rec.batch_size, seed=seed, rank=dist.rank, world=dist.world)
+    if batches is None:
+        train = {k: v.to(device) for k, v in splits["train"].items()}
+        batches = RequestBatches(train, rec.batch_size, seed=seed, rank=dist.rank, world=dist.world)
     if len(batches) == 0:
         raise TrainError(f"the train split has {batches.n} rows, fewer than one batch of {rec.batch_size}")
     state, best = TrainState(), _state_dict(model)
@@ -411,6 +420,7 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
         for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}",
                           disable=not (progress and dist.main), leave=False, unit="batch"):
             set_lr(opt, rec, state.steps, total_steps)
+            batch = {k: v.to(device) for k, v in batch.items()}  # a no-op for in-memory splits
             loss, parts = request_loss(net(batch), batch, rec, gather)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -508,9 +518,18 @@ def _train_model(cfg: Config, run_dir: Path, name: str, seed: int, data_dir: Pat
                  progress: bool, features: tuple[FeatureSpec, Splits, str] | None,
                  on_epoch: Callable[[int, dict], None] | None, run_id: str | None, dist: Dist,
                  device: torch.device) -> dict:
+    from larr.rec import stream
+
     rec, store = model_setup(cfg, name)
     set_threads(rec)
-    spec, splits, fingerprint = features or load_features(run_dir, data_dir, dist)
+    batches, counts = None, None
+    if features is None and stream.use_streaming(cfg.stream, layout.data_dir(run_dir, data_dir)):
+        data = layout.data_dir(run_dir, data_dir)
+        spec, counts, splits = stream.stream_features(cfg.stream, data)
+        fingerprint = _data_fingerprint(data)
+        batches = stream.StreamedBatches(data, spec, rec.batch_size, cfg.stream, seed=seed, dist=dist)
+    else:
+        spec, splits, fingerprint = features or load_features(run_dir, data_dir, dist)
     whole = rec.scene_encoder == "whole_text"
     raw_table, llm_dim = llm_table(spec, run_dir, store, whole, standardize=False)
     table = raw_table
@@ -522,14 +541,15 @@ def _train_model(cfg: Config, run_dir: Path, name: str, seed: int, data_dir: Pat
     log_dir = layout.log_dir(run_dir, layout.STAGE3) / (run_id or Path(name) / f"seed{seed}")
     result = fit(model, rec, splits, seed=seed, ckpt_dir=layout.stage3_ckpt(run_dir, rid),
                  log_dir=log_dir, resume=resume, progress=progress,
-                 on_epoch=on_epoch, desc=rid, dist=dist, gather_negatives=cfg.dist.gather_negatives)
+                 on_epoch=on_epoch, desc=rid, dist=dist, gather_negatives=cfg.dist.gather_negatives, batches=batches)
     model = model.cpu()
     metrics = {"model": name, "seed": seed, "store": store, "rec": rec.model_dump(mode="json"),
                "data": fingerprint, "encoder": _store_identity(run_dir, store),
                "epochs": result.state.epoch, "best_epoch": result.state.best_epoch, "steps": result.state.steps,
                "train_seconds": result.seconds, "history": result.state.history,
-               "rare_below": cfg.experiment.rare_below, "world_size": dist.world}
-    scores, preds = evaluate_model(model, spec, splits, cfg.experiment.rare_below, rec.eval_batch_size, dist)
+               "rare_below": cfg.experiment.rare_below, "world_size": dist.world, "streamed": batches is not None}
+    scores, preds = evaluate_model(model, spec, splits, cfg.experiment.rare_below, rec.eval_batch_size, dist,
+                                   counts)
     metrics.update(scores)
     if dist.main:
         _save_run(model, spec, layout.stage3_run(run_dir, rid), preds, raw_table, rec, whole, metrics)
