@@ -99,3 +99,18 @@ def test_two_process_streamed_train_matches_one_process(quick_run, tmp_path):
     assert multi["test"]["auc"] == pytest.approx(single["test"]["auc"], abs=1e-3)
     assert multi["history"][0]["train_bce"] == pytest.approx(single["history"][0]["train_bce"], rel=1e-4)
     shutil.rmtree(tmp_path / "one")
+
+
+def test_streamed_spec_is_cached_per_data(quick_run, tmp_path):
+    from larr.rec.stream import SPEC_CACHE, cached_spec
+
+    data = quick_run / "data"
+    spec, counts = cached_spec(data, tmp_path / "cache", "fp1")
+    again, counts2 = cached_spec(tmp_path / "nowhere", tmp_path / "cache", "fp1")  # read back, no data needed
+    assert again == spec and all(torch.equal(a, b) for a, b in zip(counts, counts2))
+    saved = json.loads((tmp_path / "cache" / SPEC_CACHE).read_text())
+    assert saved["data"] == "fp1"
+    from larr.data.schema import SchemaError
+
+    with pytest.raises(SchemaError, match="not found"):
+        cached_spec(tmp_path / "nowhere", tmp_path / "cache", "fp2")  # other data: rebuilt (and here: no data)

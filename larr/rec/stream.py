@@ -22,6 +22,7 @@ streams instead, so memory stays bounded whatever the number of rows:
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,11 +196,47 @@ def encode_split(data_dir: Path, spec: FeatureSpec, split: str, max_rows: int | 
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def stream_features(cfg: StreamConfig, data_dir: Path) -> tuple[FeatureSpec, list[torch.Tensor],
-                                                                  dict[str, dict[str, torch.Tensor]]]:
-    """What a streamed run holds in memory: the spec, the train counts of the scene ID values, and the
-    valid and test tensors (at most ``cfg.eval_rows`` rows each)."""
-    spec, counts = build_spec_streamed(data_dir, cfg.scan_rows)
+SPEC_CACHE = "stream_spec.json"  # in RUN_DIR/stage3/features, next to the in-memory cache
+COUNTS_CACHE = "stream_counts.safetensors"
+
+
+def cached_spec(data_dir: Path, cache: Path, fingerprint: str, scan_rows: int = 1 << 17,
+                dist: Dist | None = None) -> tuple[FeatureSpec, list[torch.Tensor]]:
+    """:func:`build_spec_streamed`, kept in ``cache`` for the data of ``fingerprint`` (every run of a
+    comparison reuses it); with several ranks rank 0 builds it and the others read it."""
+    from safetensors.torch import load_file, save_file
+
+    from larr.io import atomic_path, atomic_write_text
+
+    dist = dist or Dist()
+    if not dist.main:
+        dist.barrier()
+    try:
+        saved = json.loads((cache / SPEC_CACHE).read_text())
+        if saved["data"] != fingerprint:
+            raise ValueError("stale")
+        flat = load_file(cache / COUNTS_CACHE)
+        spec, counts = FeatureSpec.from_json(json.dumps(saved["spec"])), [flat[str(i)] for i in range(len(flat))]
+    except (OSError, KeyError, ValueError):
+        if not dist.main:
+            raise SchemaError(f"{cache / SPEC_CACHE}: rank 0 did not leave the streamed feature spec") from None
+        spec, counts = build_spec_streamed(data_dir, scan_rows)
+        cache.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache / COUNTS_CACHE) as tmp:
+            save_file({str(i): c.contiguous() for i, c in enumerate(counts)}, tmp)
+        atomic_write_text(cache / SPEC_CACHE, json.dumps({"data": fingerprint, "spec": json.loads(spec.to_json())},
+                                                         ensure_ascii=False) + "\n")
+    if dist.main:
+        dist.barrier()
+    return spec, counts
+
+
+def stream_features(cfg: StreamConfig, data_dir: Path, cache: Path, fingerprint: str,
+                    dist: Dist | None = None) -> tuple[FeatureSpec, list[torch.Tensor],
+                                                       dict[str, dict[str, torch.Tensor]]]:
+    """What a streamed run holds in memory: the spec, the train counts of the scene ID values (both
+    cached, :func:`cached_spec`), and the valid and test tensors (at most ``cfg.eval_rows`` rows each)."""
+    spec, counts = cached_spec(data_dir, cache, fingerprint, cfg.scan_rows, dist)
     splits = {s: encode_split(data_dir, spec, s, cfg.eval_rows, cfg.scan_rows) for s in ("valid", "test")}
     return spec, counts, splits
 

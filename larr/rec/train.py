@@ -417,6 +417,7 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
         batches.set_epoch(state.epoch)
         model.train()
         sums: dict[str, float] = {}
+        t_epoch = time.perf_counter()
         for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}",
                           disable=not (progress and dist.main), leave=False, unit="batch"):
             set_lr(opt, rec, state.steps, total_steps)
@@ -429,7 +430,8 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
         means = dict(zip(sums, dist.sum([v / len(batches) / dist.world for v in sums.values()])))
-        record = {"epoch": state.epoch + 1, **{f"train_{k}": v for k, v in means.items()}}
+        record = {"epoch": state.epoch + 1, **{f"train_{k}": v for k, v in means.items()},
+                  "train_samples_per_s": round(len(batches) * rec.batch_size / (time.perf_counter() - t_epoch), 1)}
         valid = evaluate_split(model, splits["valid"], rec.eval_batch_size,
                                p=predict_split(model, splits["valid"], rec.eval_batch_size, dist))
         record.update({f"valid_{k}": valid[k] for k in ("auc", "gauc", "logloss")})
@@ -525,8 +527,8 @@ def _train_model(cfg: Config, run_dir: Path, name: str, seed: int, data_dir: Pat
     batches, counts = None, None
     if features is None and stream.use_streaming(cfg.stream, layout.data_dir(run_dir, data_dir)):
         data = layout.data_dir(run_dir, data_dir)
-        spec, counts, splits = stream.stream_features(cfg.stream, data)
         fingerprint = _data_fingerprint(data)
+        spec, counts, splits = stream.stream_features(cfg.stream, data, layout.features_dir(run_dir), fingerprint, dist)
         batches = stream.StreamedBatches(data, spec, rec.batch_size, cfg.stream, seed=seed, dist=dist)
     else:
         spec, splits, fingerprint = features or load_features(run_dir, data_dir, dist)
