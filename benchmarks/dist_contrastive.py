@@ -16,26 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def contrastive(run: Path, procs: int, sets: list[str]) -> tuple[dict, float, str]:
-    launch = [] if procs == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                                    "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    cmd = [sys.executable, *launch, "-m", "larr", "contrastive", "--out", str(run),
-           *[x for s in sets for x in ("--set", s)]]
+    from larr.distributed import launch_command
+
+    cmd = launch_command(procs, ["-m", "larr", "contrastive", "--out", str(run), *[x for s in sets for x in ("--set", s)]])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:

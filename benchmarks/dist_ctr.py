@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -61,12 +60,6 @@ print("maxrss_kib", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flus
 sys.exit(rc)"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tree_rss(pid: int) -> int:
     import psutil
 
@@ -85,10 +78,10 @@ def tree_rss(pid: int) -> int:
 
 
 def run_train(run: Path, row: str, procs: int, sets: list[str]) -> dict:
-    larr = ["-m", "larr", "train", "--out", str(run), "--model", row, *[x for s in sets for x in ("--set", s)]]
-    launch = [] if procs == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                                    "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    cmd = [sys.executable, *launch, *larr]
+    from larr.distributed import launch_command
+
+    cmd = launch_command(procs, ["-m", "larr", "train", "--out", str(run), "--model", row,
+                                 *[x for s in sets for x in ("--set", s)]])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     # a fresh parent per run, so its RUSAGE_CHILDREN peak is this run's alone

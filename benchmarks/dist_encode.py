@@ -1,6 +1,6 @@
 """Encoding throughput (real tokens/s) of the frozen backbone: 1 process vs N under torchrun.
 
-    python benchmarks/dist_encode.py [--model DIR] [--n 256] [--procs 1 2] [--threads 1]
+    python benchmarks/dist_encode.py [--model DIR] [--texts 256] [--procs 1 2] [--threads 1]
 
 ``larr embed`` under torchrun gives each rank a contiguous share of the distinct texts
 (:meth:`larr.distributed.Dist.shard`) and gathers the vectors in order (``embed._encode_shared``);
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ def child(args: argparse.Namespace) -> None:
     from encode_throughput import synthetic_texts
 
     torch.set_num_threads(args.threads)
-    texts = synthetic_texts(args.n, seed=0)
+    texts = synthetic_texts(args.texts, seed=0)
     with distributed("cpu") as (dist, _):
         enc = Encoder.from_causal_lm(args.model, device="cpu")
         mine = texts[dist.shard(len(texts))]
@@ -51,16 +50,10 @@ def child(args: argparse.Namespace) -> None:
             print(f"RESULT {dist.world} {tokens} {max(walls):.4f}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=None, help="causal-LM folder (default: the prepared llm.model)")
-    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--texts", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -77,16 +70,16 @@ def main() -> None:
 
     import numpy as np
 
-    print(f"model {args.model}, {args.n} texts, {args.threads} thread(s) per process, load average "
+    from larr.distributed import launch_command
+
+    print(f"model {args.model}, {args.texts} texts, {args.threads} thread(s) per process, load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     rows, ref = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.procs:
             out = Path(tmp) / f"v{n}.npy"
-            launch = [] if n == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(n),
-                                        "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-            cmd = [sys.executable, *launch, __file__, "--child", "--model", str(args.model), "--n", str(args.n),
-                   "--threads", str(args.threads), "--out", str(out)]
+            cmd = launch_command(n, [__file__, "--child", "--model", str(args.model), "--texts", str(args.texts),
+                                     "--threads", str(args.threads), "--out", str(out)])
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
             if proc.returncode or not line:

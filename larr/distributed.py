@@ -106,9 +106,11 @@ class Dist:
             with warnings.catch_warnings():  # deprecated in favour of a private API; still the autograd one
                 warnings.filterwarnings("ignore", category=FutureWarning)
                 parts = all_gather(padded.contiguous())
-        else:
-            parts = [torch.empty_like(padded) for _ in range(self.world)]
-            torch.distributed.all_gather(parts, padded.contiguous())
+        else:  # as raw bytes: gloo has no int16 / bfloat16 / bool collectives
+            wire = padded.contiguous().view(torch.uint8)
+            parts = [torch.empty_like(wire) for _ in range(self.world)]
+            torch.distributed.all_gather(parts, wire)
+            parts = [p.view(t.dtype) for p in parts]
         return torch.cat([p[:s] for p, s in zip(parts, sizes)])
 
     def gather_array(self, a: np.ndarray) -> np.ndarray:
@@ -154,10 +156,39 @@ def distributed(device_spec: str) -> Iterator[tuple[Dist, torch.device]]:
         teardown(dist)
 
 
-def wrap_ddp(model: torch.nn.Module, dist: Dist, device: torch.device, **kwargs) -> torch.nn.Module:
-    """``model`` in ``DistributedDataParallel`` when there are several ranks, else itself."""
+def wrap_ddp(model: torch.nn.Module, dist: Dist, device: torch.device, sync_buffers: bool = True) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel`` when there are several ranks, else itself.
+
+    ``sync_buffers=False``: the buffers (e.g. a frozen vector table) are the same on every rank and
+    never change, so DDP need not broadcast them before every forward."""
     if dist.world == 1:
         return model
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
+    kwargs = {}
+    if not sync_buffers:  # torch ≥ 2.13 renamed the switch (and still syncs once at init)
+        new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        kwargs["forward_sync_buffers" if new else "broadcast_buffers"] = False
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **kwargs)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a local launch's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(nproc: int, args: list[str]) -> list[str]:
+    """The command that runs ``python ARGS`` on ``nproc`` local processes: ``torch.distributed.run`` on a free
+    port, or plain ``python`` for one (tests and benchmarks; users type ``torchrun``)."""
+    import sys
+
+    if nproc == 1:
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args]

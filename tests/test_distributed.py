@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from safetensors.torch import load_file
 
 from larr import layout
 from larr.config import load_config
-from larr.distributed import Dist
+from larr.distributed import Dist, launch_command
 from larr.rec.train import RequestBatches, train_model
 from rec_helpers import TINY_REC
 
@@ -27,17 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_SETS = ["device=cpu", "experiment.larr_encoder=minilm", *TINY_REC, "rec.dropout=0"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --nproc_per_node N -m larr ARGS`` (gloo), run from ``cwd``
     (no configs/demo.yaml there: defaults + ``--set``, like ``load_config(None, sets)``)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "larr", *args]
+    cmd = launch_command(nproc, ["-m", "larr", *args])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"),
                                                                                   os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -221,3 +212,37 @@ def test_two_process_contrastive_matches_one_process(tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=1e-4)
     assert files(runs["two"]) == files(runs["one"]) | {"config.yaml"}
     assert proc.stderr.count("stage2 6 steps") == 1  # rank 0 alone prints
+
+
+# ---------------------------------------------------------------------------- the gathers, 2 gloo ranks
+
+
+def _gather_worker(rank: int, init: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    dist = Dist(rank, 2)
+    n = 3 if rank == 0 else 1  # uneven shares
+    x = torch.full((n, 2), float(rank + 1), requires_grad=True)
+    got = dist.gather_rows(x)
+    (got * torch.arange(1.0, 9.0).view(4, 2)).sum().backward()  # the same loss on both ranks
+    halves = dist.gather_rows(torch.full((n,), rank, dtype=torch.bfloat16))
+    ids = dist.gather_rows(torch.arange(n, dtype=torch.int64) + 10 * rank)
+    empty = dist.gather_rows(torch.zeros((0 if rank else 2, 3)))
+    arr = dist.gather_array(np.full(n, rank, np.float32))
+    torch.save({"got": got.detach(), "grad": x.grad, "halves": halves, "ids": ids, "empty": empty,
+                "arr": torch.from_numpy(arr), "sum": torch.tensor(dist.sum([1.0, rank]))}, f"{out}{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_gathers_of_two_ranks(tmp_path):
+    """Rows of uneven shares in rank order; bf16, int and empty shares travel; gradients of a loss on the
+    gathered rows come back to the rank that made them, summed over the ranks (2 × each rank's share)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gather_worker, args=(f"file://{tmp_path / 'rdzv'}", str(tmp_path / "r")), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"r{r}.pt", weights_only=True) for r in range(2))
+    assert torch.equal(r0["got"], r1["got"]) and r0["got"][:, 0].tolist() == [1, 1, 1, 2]
+    w = torch.arange(1.0, 9.0).view(4, 2)
+    assert torch.equal(r0["grad"], 2 * w[:3]) and torch.equal(r1["grad"], 2 * w[3:])
+    assert r0["halves"].dtype == torch.bfloat16 and r0["halves"].tolist() == [0, 0, 0, 1]
+    assert r1["ids"].tolist() == [0, 1, 2, 10] and r1["empty"].shape == (2, 3)
+    assert r1["arr"].tolist() == [0, 0, 0, 1] and r0["sum"].tolist() == [2.0, 1.0]

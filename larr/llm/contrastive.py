@@ -178,10 +178,7 @@ def shared_frozen_states(model: EmbeddingModel, ids: list[list[int]], split: Spl
     comm = dist.comm_device
     lengths = dist.gather_rows(torch.tensor([s.shape[0] for s in mine], dtype=torch.long, device=comm)).cpu()
     flat = torch.cat([s.reshape(-1) for s in mine]) if mine else torch.zeros(0, dtype=dtype)
-    wire = flat.view(torch.int16) if dtype == torch.bfloat16 else flat  # gloo moves bf16 as its 16 bits
-    got = dist.gather_rows(wire.to(comm)).cpu()
-    got = got.view(torch.bfloat16) if dtype == torch.bfloat16 else got
-    rows = got.view(int(lengths.sum()), -1)
+    rows = dist.gather_rows(flat.to(comm)).cpu().view(int(lengths.sum()), -1)
     return list(rows.split(lengths.tolist()))
 
 

@@ -409,7 +409,7 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
     if resume and ckpt_dir is not None and (Path(ckpt_dir) / "state.json").is_file():
         state, best = load_checkpoint(ckpt_dir, model, opt, seed)
     # the frozen LLM table is a buffer, identical on every rank: no per-step broadcast
-    net = wrap_ddp(model, dist, device, broadcast_buffers=False)
+    net = wrap_ddp(model, dist, device, sync_buffers=False)
     gather = dist if gather_negatives else None
     writer = _tb_writer(log_dir if dist.main else None)
     total_steps = rec.epochs * len(batches)
