@@ -114,3 +114,23 @@ def test_streamed_spec_is_cached_per_data(quick_run, tmp_path):
 
     with pytest.raises(SchemaError, match="not found"):
         cached_spec(tmp_path / "nowhere", tmp_path / "cache", "fp2")  # other data: rebuilt (and here: no data)
+
+
+def test_a_folder_of_partitions_streams_like_one_file(quick_run, tmp_path):
+    """``impressions.parquet/`` as a folder of part files (how big logs arrive) gives the same spec and batches."""
+    data = tmp_path / "data"
+    shutil.copytree(quick_run / "data", data)
+    table = pq.read_table(data / "impressions.parquet")
+    (data / "impressions.parquet").unlink()
+    (data / "impressions.parquet").mkdir()
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), data / "impressions.parquet" / "part-0.parquet", row_group_size=2000)
+    pq.write_table(table.slice(half), data / "impressions.parquet" / "part-1.parquet", row_group_size=2000)
+    spec, _ = build_features(quick_run / "data")
+    streamed, _ = build_spec_streamed(data)
+    assert streamed == spec
+    batches = list(StreamedBatches(data, spec, 512, SMALL, seed=1))
+    assert len(batches) == int((table["split"].to_numpy() == "train").sum()) // 512
+    m = train_model(load_config(None, [*TRAIN_SETS, "rec.epochs=1", "stream.mode=stream"]), copy_run(quick_run, tmp_path / "run"),
+                    "base", seed=0, data_dir=data)
+    assert m["streamed"] and m["test"]["n"] == len(encode_split(data, spec, "test")["label"])

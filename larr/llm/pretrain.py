@@ -25,8 +25,9 @@ same weights as an uninterrupted one; a finished run resumed with a larger ``max
 simply trains on.
 
 **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP (gloo on
-CPU, nccl on GPU), every rank takes its slice of each global micro-batch (so the data order
-does not depend on the number of ranks), and rank 0 evaluates, checkpoints and writes.
+CPU, nccl on GPU; :mod:`larr.distributed`), every rank takes its slice of each global micro-batch
+(so the data order does not depend on the number of ranks, and a checkpoint of N processes resumes
+on M), and rank 0 evaluates, checkpoints and writes; the report records ``world_size``.
 """
 from __future__ import annotations
 
