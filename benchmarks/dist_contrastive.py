@@ -73,7 +73,8 @@ def main() -> None:
         rows.append((name, stats, wall, vecs, cmd))
         print(f"  {cmd}\n{name}: loss {stats['first_loss']:.4f} → {stats['last_loss']:.4f}, {wall:.0f}s", flush=True)
     ref = rows[0][3]
-    print(f"\nbatch {args.batch} pairs per type and step, {args.steps} steps; chance-level InfoNCE: "
+    print(f"\nbatch {args.batch} pairs per type and step, {args.steps} steps; the loss is the weighted sum of the "
+          f"pair types' InfoNCE terms, each at chance "
           f"log {args.batch} = {np.log(args.batch):.3f}, log {args.batch // args.procs} = "
           f"{np.log(args.batch // args.procs):.3f}")
     print("| run | first loss | last loss | wall s | mean cosine to the 1-process vectors |")

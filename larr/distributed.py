@@ -82,20 +82,22 @@ class Dist:
         """This rank's contiguous share of ``n`` items (sizes differ by at most one; rank order = item order)."""
         return slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
 
-    def _sizes(self, n: int) -> list[int]:
+    def row_counts(self, n: int) -> list[int]:
+        """Every rank's ``n``, in rank order."""
         return [int(s) for s in self.sum([0.0] * self.rank + [float(n)] + [0.0] * (self.world - self.rank - 1))]
 
-    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+    def gather_rows(self, t: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
         """Every rank's rows of ``t`` concatenated in rank order, the same on every rank.
 
         Floating tensors keep their gradient: ``torch.distributed.nn.functional.all_gather``
         sends each rank's share of the gradient back to the rank that made the rows (summed
         over ranks), so a loss computed on the gathered rows trains every rank's encoder. Ranks
-        may hold different numbers of rows (padded for the collective, trimmed after).
+        may hold different numbers of rows (padded for the collective, trimmed after); ``sizes``
+        (:meth:`row_counts`) saves one collective when several tensors of the same rows travel.
         """
         if self.world == 1:
             return t
-        sizes = self._sizes(len(t))
+        sizes = sizes or self.row_counts(len(t))
         pad = max(sizes) - len(t)
         padded = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
         if t.is_floating_point() and t.requires_grad:
@@ -140,20 +142,26 @@ def setup_distributed(device_spec: str) -> tuple[Dist, torch.device]:
     return Dist(tdist.get_rank(), tdist.get_world_size(), owns, tdist.get_backend() == "nccl"), device
 
 
-def teardown(dist: Dist) -> None:
-    """Destroy the process group if this run made it."""
+def teardown(dist: Dist, wait: bool = True) -> None:
+    """Destroy the process group if this run made it; ``wait``: after every rank got here (a rank
+    that closes its connections while a peer is still in a collective can abort the peer)."""
     if dist.owns_group:
+        if wait:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
 @contextmanager
 def distributed(device_spec: str) -> Iterator[tuple[Dist, torch.device]]:
-    """:func:`setup_distributed` for the duration of a stage, torn down after (also on error)."""
+    """:func:`setup_distributed` for the duration of a stage, torn down after (on error without
+    waiting for the other ranks: the launcher stops them)."""
     dist, device = setup_distributed(device_spec)
     try:
         yield dist, device
-    finally:
-        teardown(dist)
+    except BaseException:
+        teardown(dist, wait=False)
+        raise
+    teardown(dist)
 
 
 def wrap_ddp(model: torch.nn.Module, dist: Dist, device: torch.device, sync_buffers: bool = True) -> torch.nn.Module:

@@ -230,6 +230,7 @@ def _gather_worker(rank: int, init: str, out: str) -> None:
     arr = dist.gather_array(np.full(n, rank, np.float32))
     torch.save({"got": got.detach(), "grad": x.grad, "halves": halves, "ids": ids, "empty": empty,
                 "arr": torch.from_numpy(arr), "sum": torch.tensor(dist.sum([1.0, rank]))}, f"{out}{rank}.pt")
+    torch.distributed.barrier()  # neither rank closes its connections while the other is still in a collective
     torch.distributed.destroy_process_group()
 
 

@@ -394,8 +394,10 @@ def _step_losses(net: nn.Module, indexed: dict[str, TrainPairs], sampler: BatchS
         ri = torch.from_numpy(inverse[start + n : start + 2 * n]).to(device)
         a, b = vecs[li], vecs[ri]
         lk, rk = torch.from_numpy(left).to(device), torch.from_numpy(right).to(device)
-        if gather is not None and gather.world > 1:
-            a, b, lk, rk = (gather.gather_rows(t) for t in (a, b, lk, rk))
+        if gather is not None and gather.world > 1:  # two collectives: both sides' vectors, both sides' keys
+            sizes = gather.row_counts(n)
+            a, b = gather.gather_rows(torch.cat([a, b], dim=1), sizes).chunk(2, dim=1)
+            lk, rk = gather.gather_rows(torch.stack([lk, rk], dim=1), sizes).unbind(1)
         out[k] = info_nce(a, b, temperature, left_keys=lk, right_keys=rk)
         start += 2 * n
     return out

@@ -290,7 +290,10 @@ def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig,
     first = first_row_of_each_request(batch["request"])
     scene, collab, request = out.scene[first], out.collab[first], batch["request"][first]
     if gather is not None and gather.world > 1:
-        scene, collab, request = gather.gather_rows(scene), gather.gather_rows(collab), gather.gather_rows(request)
+        sizes = gather.row_counts(len(request))
+        pairs = gather.gather_rows(torch.cat([scene, collab], dim=1), sizes)  # one collective for both sides
+        scene, collab = pairs.split([scene.shape[1], collab.shape[1]], dim=1)
+        request = gather.gather_rows(request, sizes)
         once = first_row_of_each_request(request)
         scene, collab, request = scene[once], collab[once], request[once]
     return ctr_loss(CTROutput(out.logit, scene, collab), {"label": batch["label"], "request": request}, rec)
