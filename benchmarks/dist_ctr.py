@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=Path("/tmp/larr_large"))
     ap.add_argument("--row", default="larr")
     ap.add_argument("--steps", type=int, default=300, help="stream.max_steps_per_epoch (one epoch)")
-    ap.add_argument("--eval-rows", type=int, default=200_000)
+    ap.add_argument("--eval-rows", type=int, default=200_000, help="stream.eval_rows; 0 = every valid/test row")
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--set", action="append", default=[], help="more --set overrides for larr train")
     args = ap.parse_args()
@@ -126,7 +126,7 @@ def main() -> None:
     print(f"{count_rows(args.run / 'data'):,} impressions in {args.run / 'data'}; load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     sets = ["device=cpu", "experiment.larr_encoder=minilm", "stream.mode=stream", "rec.epochs=1",
-            f"stream.max_steps_per_epoch={args.steps}", f"stream.eval_rows={args.eval_rows}", *args.set]
+            f"stream.max_steps_per_epoch={args.steps}", f"stream.eval_rows={args.eval_rows or 'null'}", *args.set]
     results = []
     for n in args.procs:
         r = run_train(args.run, args.row, n, sets)

@@ -215,11 +215,12 @@ def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size
 
     ``p``: the split's predictions when already computed (the slices of one split share them)."""
     p = predict(model, tensors, batch_size) if p is None else p
-    if mask is not None:
-        tensors, p = {k: v[mask] for k, v in tensors.items()}, p[mask.numpy()]
-    if len(tensors["label"]) == 0:
+    label, user = tensors["label"], tensors["user"]
+    if mask is not None:  # only what the metrics read (a copy of every tensor cost ~1 GB on the large world)
+        label, user, p = label[mask], user[mask], p[mask.numpy()]
+    if len(label) == 0:
         return {"n": 0, "auc": None, "gauc": None, "logloss": None}
-    return ctr_metrics(tensors["label"].numpy(), p, tensors["user"].numpy())
+    return ctr_metrics(label.numpy(), p, user.numpy())
 
 
 def predict_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size: int = 8192,
