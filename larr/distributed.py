@@ -23,11 +23,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 
 from larr.device import resolve_device
+
+
+RANK0_TIMEOUT = timedelta(hours=2)
+"""How long a collective waits: the other ranks wait at a barrier while rank 0 alone evaluates and saves
+(stage 2's retrieval evaluation of a big model on CPU can take well over torch's default 30 minutes)."""
 
 
 def env_world() -> int:
@@ -138,7 +144,7 @@ def setup_distributed(device_spec: str) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(device)
     owns = not tdist.is_initialized()
     if owns:
-        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=RANK0_TIMEOUT)
     return Dist(tdist.get_rank(), tdist.get_world_size(), owns, tdist.get_backend() == "nccl"), device
 
 

@@ -201,9 +201,8 @@ class RequestBatches:
         share = self.batch_size // self.world
         for i in range(len(self)):
             start = i * self.batch_size + self.rank * share
-            stop = min(start + share, (i + 1) * self.batch_size) if self.rank < self.world - 1 else (i + 1) * self.batch_size
-            sl = slice(start, stop)
-            yield {k: v[sl] for k, v in epoch_data.items()}
+            stop = start + share if self.rank < self.world - 1 else (i + 1) * self.batch_size  # the last takes the rest
+            yield {k: v[start:stop] for k, v in epoch_data.items()}
 
 
 # ---------------------------------------------------------------------------- evaluation
