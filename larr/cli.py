@@ -47,12 +47,21 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory to writ
 
 
 def _stage_config(path: Path | None, overrides: list[str] | None, run_dir: Path) -> Config:
-    """Load the config a stage runs with (default: configs/demo.yaml) and record it in the run directory."""
+    """Load the config a stage runs with (default: configs/demo.yaml) and record it in the run directory
+    (rank 0 only under torchrun / accelerate launch)."""
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
     cfg = load_config(path, overrides)
-    save_config(cfg, run_dir)
+    if _main():
+        save_config(cfg, run_dir)
     return cfg
+
+
+def _main() -> bool:
+    """Rank 0 (or a plain run): under torchrun / accelerate launch only it prints the stage's summary."""
+    from larr.distributed import is_main_process
+
+    return is_main_process()
 
 
 # ---------------------------------------------------------------------------- data
@@ -148,6 +157,8 @@ def pretrain(
 
     cfg = _stage_config(config, set_, out)
     stats = pretrain_mod.run(cfg, out, data_dir=data, resume=resume)
+    if not _main():
+        return
     before, after = stats["ppl_before"], stats["ppl_after"]
     ppl = f"held-out ppl {before:.2f} → {after:.2f}, " if before and after else ""
     console.print(
@@ -174,6 +185,8 @@ def contrastive(
 
     cfg = _stage_config(config, set_, out)
     result = contrastive_mod.run(cfg, out, data_dir=data, eval_only=eval_only)
+    if not _main():
+        return
     if "recall@10" in result:
         print_tables(result, Console())
     console.print(
@@ -192,7 +205,9 @@ def embed(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: Set
     from larr import embed as embed_mod
 
     cfg = _stage_config(config, set_, out)
-    result = embed_mod.run(cfg, out, data_dir=data, log=lambda m: console.print(m, highlight=False))
+    result = embed_mod.run(cfg, out, data_dir=data, log=lambda m: _main() and console.print(m, highlight=False))
+    if not _main():
+        return
     console.print(
         f"[green]embed[/] {len(result['encoders'])} store(s), {result['scene_texts']:,} per-feature scene texts, "
         f"{result['whole_scene_texts']:,} whole-scene texts, {result['shop_texts']:,} shop texts "
@@ -216,6 +231,8 @@ def train(
 
     cfg = _stage_config(config, set_, out)
     m = train_model(cfg, out, model, seed, data_dir=data, resume=resume, progress=sys.stderr.isatty())
+    if not _main():
+        return
     u = m["test_unseen"]["auc"]
     console.print(
         f"[green]stage3[/] {model} seed {seed}: test AUC {m['test']['auc']:.4f}, GAUC {m['test']['gauc']:.4f}, "

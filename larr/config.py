@@ -370,6 +370,31 @@ class SweepConfig(_Strict):
         "it on with one extra value per parameter.")
 
 
+class DistConfig(_Strict):
+    """Runs under ``torchrun`` / ``accelerate launch`` (``larr.distributed``); ignored by a single process."""
+
+    gather_negatives: bool = Field(
+        True, description="In-batch negatives of the contrastive losses (stage 2's InfoNCE, stage 3's alignment) "
+        "come from every rank's rows (all_gather with gradients), as in one process with the same global batch. "
+        "False: each rank contrasts only its own rows (batch_size / N negatives; cheaper, a weaker loss).")
+
+
+class StreamConfig(_Strict):
+    """Stage-3 data read as a stream (``larr.rec.stream``) instead of in-memory tensors, for large data."""
+
+    mode: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="auto: stream when the impressions have more than `above_rows` rows (in memory is "
+        "faster while it fits); memory / stream: always that path.")
+    above_rows: int = Field(5_000_000, ge=0, description="auto streams past this many impressions (all splits).")
+    buffer_rows: int = Field(
+        262_144, ge=1, description="Shuffle buffer: train rows whose requests are shuffled together (memory bound).")
+    scan_rows: int = Field(65_536, ge=1, description="Rows per Parquet read.")
+    eval_rows: int | None = Field(
+        None, ge=1, description="Read at most this many valid / test rows (file order) when streaming; None = all.")
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cap on the streamed batches of an epoch (benchmarks); None = every full batch.")
+
+
 class Config(_Strict):
     """Everything one run needs. Each stage reads its own section."""
 
@@ -384,6 +409,8 @@ class Config(_Strict):
     rec: RecConfig = RecConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     sweep: SweepConfig = SweepConfig()
+    dist: DistConfig = DistConfig()
+    stream: StreamConfig = StreamConfig()
 
     @property
     def data_seed(self) -> int:

@@ -25,6 +25,13 @@ A store remembers which encoder made it (``meta.json``): the encoder's name plus
 fingerprint of its weight files, so re-training stage 2 invalidates the old vectors instead
 of silently mixing two models (and ``:bf16`` when ``embed.dtype`` runs the LLM encoders in
 bfloat16). Re-running encodes only what is missing.
+
+**Several processes** (``torchrun`` / ``accelerate launch``): every rank lists the same missing texts
+in the same order, encodes its contiguous share of each chunk (:meth:`larr.distributed.Dist.shard`),
+and the vectors are gathered in that order; rank 0 alone writes the one store and the report. A
+text's vector does not depend on which rank (or batch) encoded it, so the store — keys, their
+order, vectors — is the same whatever the number of processes (vectors to float rounding: a
+batch of other lengths may pick other matmul kernels).
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ import numpy as np
 from larr import layout
 from larr.config import Config
 from larr.data.scene import shop_key
+from larr.distributed import Dist, distributed
 from larr.encoders import EncoderUnavailable, TextEncoder, encoder_identity, load_encoder
 from larr.store import DiskStore, StoreError
 
@@ -83,8 +91,14 @@ def shop_texts(data_dir: Path, which: str, seen_in_train: set[str]) -> dict[str,
 # ---------------------------------------------------------------------------- one store
 
 
-def open_fresh_store(path: Path, ident: str) -> DiskStore:
-    """Open the store of an encoder; one made by another encoder version is discarded (warned)."""
+def open_fresh_store(path: Path, ident: str, dist: Dist | None = None) -> DiskStore:
+    """Open the store of an encoder; one made by another encoder version is discarded (warned).
+
+    With several ranks rank 0 checks (and discards) first; the others open what it left."""
+    if dist is not None and dist.world > 1:
+        store = open_fresh_store(path, ident) if dist.main else None
+        dist.barrier()
+        return store or DiskStore(path, encoder=ident, autoflush=False)
     try:
         return DiskStore(path, encoder=ident, autoflush=False)
     except StoreError as e:
@@ -94,12 +108,14 @@ def open_fresh_store(path: Path, ident: str) -> DiskStore:
 
 
 def encode_missing(store: DiskStore, texts: dict[str, str], get_encoder: Callable[[], TextEncoder],
-                   budget_s: float | None = None) -> dict[str, float | int | bool]:
+                   budget_s: float | None = None, dist: Dist | None = None) -> dict[str, float | int | bool]:
     """Encode the keys of ``texts`` that ``store`` lacks, in chunks, within ``budget_s`` seconds.
 
     Returns counts (``texts``, ``encoded``, ``cached``, ``left``) and the encoding ``seconds``.
     The encoder is built only when something is missing (loading an LLM is itself seconds).
+    ``dist``: each rank encodes its share of every chunk; rank 0 puts the gathered vectors.
     """
+    dist = dist or Dist()
     todo = store.missing(texts)
     stats: dict[str, float | int | bool] = {"texts": len(texts), "cached": len(texts) - len(todo), "encoded": 0,
                                             "seconds": 0.0}
@@ -107,11 +123,13 @@ def encode_missing(store: DiskStore, texts: dict[str, str], get_encoder: Callabl
         get_encoder()  # load outside the clock: ``seconds`` is encoding time only
     start = time.perf_counter()
     for i in range(0, len(todo), CHUNK):
-        if budget_s is not None and time.perf_counter() - start > budget_s:
+        over = budget_s is not None and time.perf_counter() - start > budget_s
+        if dist.sum([float(over)])[0] > 0:  # every rank stops at the same chunk
             break
         keys = todo[i:i + CHUNK]
-        vecs = np.asarray(get_encoder().encode([texts[k] for k in keys]), dtype=np.float32)
-        store.put_many(dict(zip(keys, vecs)))
+        vecs = _encode_shared(get_encoder, [texts[k] for k in keys], dist)
+        if dist.main:
+            store.put_many(dict(zip(keys, vecs)))
         stats["encoded"] += len(keys)
     stats["seconds"] = round(time.perf_counter() - start, 3)
     stats["left"] = len(todo) - int(stats["encoded"])
@@ -120,19 +138,31 @@ def encode_missing(store: DiskStore, texts: dict[str, str], get_encoder: Callabl
     return stats
 
 
+def _encode_shared(get_encoder: Callable[[], TextEncoder], texts: list[str], dist: Dist) -> np.ndarray:
+    """Vectors of ``texts`` (n, dim): this rank encodes its contiguous share, the shares are gathered in order."""
+    if dist.world == 1:
+        return np.asarray(get_encoder().encode(texts), dtype=np.float32)
+    mine = texts[dist.shard(len(texts))]
+    vecs = np.asarray(get_encoder().encode(mine), dtype=np.float32) if mine else np.zeros(0, np.float32)
+    flat = dist.gather_array(vecs.reshape(-1))  # flat: a rank with no share does not need to know dim
+    return flat.reshape(len(texts), -1)
+
+
 def embed_one(name: str, store_dir: Path, ident: str, texts: Texts, get_encoder: Callable[[], TextEncoder],
-              whole: bool, budget_s: float | None) -> dict:
+              whole: bool, budget_s: float | None, dist: Dist | None = None) -> dict:
     """Fill one encoder's store: scene values, then shops, then (optionally) whole scenes."""
+    dist = dist or Dist()
     parts = {"scene": texts.scene, "shops": texts.shops}
     if whole:
         parts["whole"] = texts.whole
     out: dict = {"encoder": ident, "dir": str(store_dir)}
-    with open_fresh_store(store_dir, ident) as store:
+    with open_fresh_store(store_dir, ident, dist) as store:
         for kind, kind_texts in parts.items():
-            out[kind] = encode_missing(store, kind_texts, get_encoder, budget_s if kind == "whole" else None)
-            if out[kind]["encoded"]:
+            out[kind] = encode_missing(store, kind_texts, get_encoder, budget_s if kind == "whole" else None, dist)
+            if out[kind]["encoded"] and dist.main:
                 store.flush()  # each kind lands on disk as soon as it is done
         out["dim"] = store.dim
+    dist.barrier()
     return out
 
 
@@ -148,8 +178,13 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None,
     from their folders. Per encoder, the result says how many texts of each kind were encoded
     now and how many came from the cache.
     """
-    run_dir = Path(run_dir)
-    data_dir = layout.data_dir(run_dir, data_dir)
+    with distributed(cfg.device) as (dist, _):
+        return _run(cfg, Path(run_dir), layout.data_dir(run_dir, data_dir), encoders, progress,
+                    log if dist.main else (lambda m: None), dist)
+
+
+def _run(cfg: Config, run_dir: Path, data_dir: Path, encoders: dict[str, TextEncoder] | None, progress: bool,
+         log: Callable[[str], None], dist: Dist) -> dict:
     t0 = time.perf_counter()
     texts = collect_texts(data_dir, cfg.embed.shops)
     result: dict = {"scene_texts": len(texts.scene), "whole_scene_texts": len(texts.whole),
@@ -167,17 +202,20 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None,
         def get_encoder(name: str = name, loaded: list = loaded) -> TextEncoder:
             if not loaded:
                 log(f"embed: loading encoder '{name}'")
-                loaded.append(load_encoder(name, cfg, run_dir, progress=progress))
+                loaded.append(load_encoder(name, cfg, run_dir, progress=progress and dist.main))
             return loaded[0]
 
         stats = embed_one(name, layout.store_dir(run_dir, name), ident, texts, get_encoder,
-                          whole=name in cfg.embed.whole_scene, budget_s=cfg.embed.whole_budget_s)
+                          whole=name in cfg.embed.whole_scene, budget_s=cfg.embed.whole_budget_s, dist=dist)
         result["encoders"][name] = stats
         log(_summary_line(name, stats))
     result["seconds"] = round(time.perf_counter() - t0, 2)
-    from larr.report import update_report
+    result["world_size"] = dist.world
+    if dist.main:
+        from larr.report import update_report
 
-    update_report(run_dir, "embed", result)
+        update_report(run_dir, "embed", result)
+    dist.barrier()
     return result
 
 

@@ -22,6 +22,16 @@ With right padding and a causal LM, a real token never attends to padding, so th
 of a text are the same alone or in any batch, and no attention mask is needed (see
 :func:`larr.llm.embedding_model.last_token_hidden`). The trained layers are the model's own modules, so
 saving is the ordinary :meth:`EmbeddingModel.save_pretrained` — nothing to merge.
+
+**Several processes** (``torchrun`` / ``accelerate launch``, :mod:`larr.distributed`): each rank
+caches the frozen states of its share of the distinct texts and the shares are gathered, so the
+cache costs 1/N per rank. Every rank draws the same global batch of each pair type (one seeded
+sampler) and encodes its contiguous share through DDP (:class:`TrainablePart`). With
+``dist.gather_negatives`` (default) the share's vectors are gathered with gradients and every
+rank computes the InfoNCE of the whole global batch — the loss of one process with the same
+batch, up to float rounding; without, each rank contrasts its own ``batch_size / N`` pairs (fewer
+negatives: a lower, easier loss; ``benchmarks/dist_contrastive.py`` measures the difference).
+Rank 0 saves, evaluates and reports.
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ from torch import nn
 
 from larr import layout
 from larr.config import Config, ContrastiveConfig
+from larr.distributed import Dist, distributed, wrap_ddp
 from larr.errors import LarrError
 from larr.llm.embedding_model import EmbeddingModel
 from larr.llm.encode import length_buckets
@@ -157,6 +168,31 @@ def frozen_states(
     return out  # type: ignore[return-value]
 
 
+def shared_frozen_states(model: EmbeddingModel, ids: list[list[int]], split: Split, dtype: torch.dtype,
+                         device: torch.device, dist: Dist, progress: bool = False) -> list[torch.Tensor]:
+    """:func:`frozen_states` of every text, each rank computing its contiguous share; the shares are
+    gathered (flat, with their lengths: texts have different lengths, a share may be empty)."""
+    if dist.world == 1:
+        return frozen_states(model, ids, split, dtype, device, progress=progress)
+    mine = frozen_states(model, ids[dist.shard(len(ids))], split, dtype, device, progress=progress and dist.main)
+    comm = dist.comm_device
+    lengths = dist.gather_rows(torch.tensor([s.shape[0] for s in mine], dtype=torch.long, device=comm)).cpu()
+    flat = torch.cat([s.reshape(-1) for s in mine]) if mine else torch.zeros(0, dtype=dtype)
+    rows = dist.gather_rows(flat.to(comm)).cpu().view(int(lengths.sum()), -1)
+    return list(rows.split(lengths.tolist()))
+
+
+class TrainablePart(nn.Module):
+    """The trained top of the model as one module, so DDP sees its forward (``encode_from_states``)."""
+
+    def __init__(self, model: EmbeddingModel, split: Split, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.split, self.device = model, split, device
+
+    def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
+        return encode_from_states(self.model, states, self.split, self.device)
+
+
 def encode_from_states(model: EmbeddingModel, states: list[torch.Tensor], split: Split,
                        device: torch.device) -> torch.Tensor:
     """The trainable part: top layers over cached states → last token → head → normalise (with grad)."""
@@ -239,9 +275,10 @@ class TrainStats:
 
 def train(
     model: EmbeddingModel, pairs: dict[str, PairSet], cfg: Config, device: torch.device,
-    log_dir: Path | None = None, progress: bool = True,
+    log_dir: Path | None = None, progress: bool = True, dist: Dist | None = None,
 ) -> TrainStats:
     """Cache the frozen layers' outputs once, then :func:`fit` the top layers and the head."""
+    dist = dist or Dist()
     cc = cfg.contrastive
     pairs = trained_pairs(pairs, cc)
     texts, indexed = index_texts(pairs)
@@ -249,9 +286,9 @@ def train(
     t0 = time.perf_counter()
     ids = tokenize(model, texts)
     dtype = torch.bfloat16 if cc.cache_dtype == "bfloat16" else torch.float32
-    states = frozen_states(model, ids, split, dtype, device, progress=progress)
+    states = shared_frozen_states(model, ids, split, dtype, device, dist, progress=progress)
     cache_seconds = time.perf_counter() - t0
-    stats = fit(model, indexed, states, split, cfg, device, log_dir, progress)
+    stats = fit(model, indexed, states, split, cfg, device, log_dir, progress, dist)
     stats.cache_seconds, stats.seconds = cache_seconds, time.perf_counter() - t0
     stats.texts, stats.tokens = len(texts), sum(len(x) for x in ids)
     return stats
@@ -268,11 +305,14 @@ def trained_pairs(pairs: dict[str, PairSet], cc: ContrastiveConfig) -> dict[str,
 def fit(
     model: EmbeddingModel, indexed: dict[str, TrainPairs], states: list[torch.Tensor], split: Split,
     cfg: Config, device: torch.device, log_dir: Path | None = None, progress: bool = True,
+    dist: Dist | None = None,
 ) -> TrainStats:
     """Optimise ``Σ λ_t · InfoNCE_t`` over cached frozen states: AdamW (head and LM layers with
-    their own learning rates), cosine schedule with warmup, gradient clipping."""
+    their own learning rates), cosine schedule with warmup, gradient clipping. ``dist``: DDP over
+    the ranks' shares of each global batch (module docstring); rank 0 logs."""
     from transformers import get_cosine_schedule_with_warmup
 
+    dist = dist or Dist()
     cc = cfg.contrastive
     params = freeze_bottom(model, split)
     if not params:
@@ -287,14 +327,19 @@ def fit(
     )
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(cc.warmup_ratio * steps), steps)
     sampler = BatchSampler({k: len(v.left) for k, v in indexed.items()}, cc.batch_size, cfg.seed)
-    writer = tb_writer(log_dir)
-    bar = progress_bar(steps, "stage2", progress, unit="step")
+    small = [k for k, v in indexed.items() if min(cc.batch_size, len(v.left)) < dist.world]
+    if small:
+        raise ContrastiveError(f"a batch of {', '.join(small)} pairs has fewer pairs than the {dist.world} processes")
+    net = wrap_ddp(TrainablePart(model, split, device), dist, device)
+    gather = dist if cfg.dist.gather_negatives else None
+    writer = tb_writer(log_dir if dist.main else None)
+    bar = progress_bar(steps, "stage2", progress and dist.main, unit="step")
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
     step = 0
     while step < steps:
-        parts = _step_losses(model, indexed, sampler, states, split, cc.temperature, device)
+        parts = _step_losses(net, indexed, sampler, states, cc.temperature, device, dist, gather)
         loss = sum(cc.weights[k] * v for k, v in parts.items())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cc.max_grad_norm)
@@ -302,8 +347,9 @@ def fit(
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        losses.append(loss.item())
-        values = {k: v.item() for k, v in parts.items()}
+        reduced = dist.sum([loss.item(), *(v.item() for v in parts.values())])  # ranks' losses (equal if gathered)
+        losses.append(reduced[0] / dist.world)
+        values = {k: v / dist.world for k, v in zip(parts, reduced[1:])}
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", **{_short(k): f"{v:.2f}" for k, v in values.items()})
         if writer is not None:
@@ -311,9 +357,11 @@ def fit(
             writer.add_scalar("train/lr", sched.get_last_lr()[-1], step)
             for k, v in values.items():
                 writer.add_scalar(f"train/loss_{k}", v, step)
-        if cc.time_budget_s is not None and time.perf_counter() - t0 > cc.time_budget_s:
-            print(f"larr: stage 2 stopped at step {step}/{steps} (time_budget_s={cc.time_budget_s:g})",
-                  file=sys.stderr, flush=True)
+        over = cc.time_budget_s is not None and time.perf_counter() - t0 > cc.time_budget_s
+        if dist.sum([float(over)])[0] > 0:  # every rank stops at the same step
+            if dist.main:
+                print(f"larr: stage 2 stopped at step {step}/{steps} (time_budget_s={cc.time_budget_s:g})",
+                      file=sys.stderr, flush=True)
             break
     bar.close()
     if writer is not None:
@@ -326,20 +374,31 @@ def fit(
                       first_loss=losses[0], last_loss=float(np.mean(tail)), texts=0, tokens=0)
 
 
-def _step_losses(model: EmbeddingModel, indexed: dict[str, TrainPairs], sampler: BatchSampler,
-                 states: list[torch.Tensor], split: Split, temperature: float,
-                 device: torch.device) -> dict[str, torch.Tensor]:
-    """One batch per pair type; every distinct text of the step is encoded once, in one pass."""
+def _step_losses(net: nn.Module, indexed: dict[str, TrainPairs], sampler: BatchSampler,
+                 states: list[torch.Tensor], temperature: float, device: torch.device,
+                 dist: Dist, gather: Dist | None) -> dict[str, torch.Tensor]:
+    """One batch per pair type; every distinct text of the step is encoded once, in one pass.
+
+    Several ranks: each encodes its contiguous share of the global batch; ``gather`` makes the
+    InfoNCE see the whole batch (vectors gathered with gradients). A text's key is its index in the
+    shared text table, the same on every rank, so repeated texts are masked across ranks too."""
     batches = {k: sampler.next(k) for k in indexed}
+    batches = {k: b[dist.shard(len(b))] for k, b in batches.items()}
     sides = {k: (indexed[k].left[b], indexed[k].right[b]) for k, b in batches.items()}
     uniq, inverse = np.unique(np.concatenate([np.concatenate(s) for s in sides.values()]), return_inverse=True)
-    vecs = encode_from_states(model, [states[i] for i in uniq], split, device)
+    vecs = net([states[i] for i in uniq])
     out, start = {}, 0
     for k, (left, right) in sides.items():
         n = len(left)
         li = torch.from_numpy(inverse[start : start + n]).to(device)
         ri = torch.from_numpy(inverse[start + n : start + 2 * n]).to(device)
-        out[k] = info_nce(vecs[li], vecs[ri], temperature, left_keys=li, right_keys=ri)
+        a, b = vecs[li], vecs[ri]
+        lk, rk = torch.from_numpy(left).to(device), torch.from_numpy(right).to(device)
+        if gather is not None and gather.world > 1:  # two collectives: both sides' vectors, both sides' keys
+            sizes = gather.row_counts(n)
+            a, b = gather.gather_rows(torch.cat([a, b], dim=1), sizes).chunk(2, dim=1)
+            lk, rk = gather.gather_rows(torch.stack([lk, rk], dim=1), sizes).unbind(1)
+        out[k] = info_nce(a, b, temperature, left_keys=lk, right_keys=rk)
         start += 2 * n
     return out
 
@@ -384,25 +443,37 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
     """Stage 2 end to end: pairs → train → ``RUN_DIR/stage2`` → evaluation → report.json ``stage2``.
 
     ``eval_only`` scores the model already in ``RUN_DIR/stage2`` (its training record is read back
-    from the folder) instead of training again — e.g. after an interrupted evaluation."""
-    from larr.device import resolve_device
+    from the folder) instead of training again — e.g. after an interrupted evaluation.
 
-    run_dir = Path(run_dir)
-    data_dir = layout.data_dir(run_dir, data_dir)
+    Under torchrun every rank trains its share (module docstring); rank 0 alone saves, evaluates
+    and reports, the others wait for it and return its training record."""
+    with distributed(cfg.device) as (dist, device):
+        return _run(cfg, Path(run_dir), layout.data_dir(run_dir, data_dir), progress, evaluate, eval_only,
+                    dist, device)
+
+
+def _run(cfg: Config, run_dir: Path, data_dir: Path, progress: bool, evaluate: bool | None, eval_only: bool,
+         dist: Dist, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
     data = build_pairs(data_dir, cfg)
+    if eval_only and not dist.main:
+        dist.barrier()
+        return {**json.loads((layout.stage2_dir(run_dir) / layout.STAGE2_STATS).read_text()),
+                "out_dir": str(layout.stage2_dir(run_dir))}
     if eval_only:
         out_dir = layout.stage2_dir(run_dir)
         if not (out_dir / layout.STAGE2_STATS).is_file():
             raise ContrastiveError(f"no trained stage-2 model in {out_dir} (run `larr contrastive` without --eval-only)")
         result = json.loads((out_dir / layout.STAGE2_STATS).read_text())
-        return _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress, True)
+        result = _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress, True)
+        dist.barrier()
+        return result
     src = source_model(cfg, run_dir)
     model = EmbeddingModel.from_causal_lm_folder(
         src, head_dim=cfg.contrastive.head_dim, max_length=cfg.stage2_max_length, append_token=EMB_TOKEN, device=device
     )
-    stats = train(model, data.train, cfg, device, log_dir=layout.log_dir(run_dir, layout.STAGE2), progress=progress)
+    stats = train(model, data.train, cfg, device, log_dir=layout.log_dir(run_dir, layout.STAGE2),
+                  progress=progress, dist=dist)
     result: dict[str, Any] = {
         "train_seconds": round(stats.seconds, 1),
         "cache_seconds": round(stats.cache_seconds, 1),
@@ -414,11 +485,18 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, progress: bool
         "source": str(src),
         "scene_in_user_text": cfg.contrastive.scene_in_user_text,
         "pairs": data.stats,
+        "world_size": dist.world,
+        "gather_negatives": cfg.dist.gather_negatives if dist.world > 1 else None,
     }
+    if not dist.main:
+        dist.barrier()  # rank 0 saves and evaluates
+        return {**result, "out_dir": str(layout.stage2_dir(run_dir))}
     out_dir = save_stage2(layout.stage2_dir(run_dir), model, cfg, result)
     del model
-    return _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress,
-                                cfg.contrastive.evaluate if evaluate is None else evaluate)
+    result = _evaluate_and_report(cfg, run_dir, data_dir, data, result, out_dir, progress,
+                                  cfg.contrastive.evaluate if evaluate is None else evaluate)
+    dist.barrier()
+    return result
 
 
 def _evaluate_and_report(cfg: Config, run_dir: Path, data_dir: Path, data: Any, result: dict[str, Any],

@@ -25,15 +25,15 @@ same weights as an uninterrupted one; a finished run resumed with a larger ``max
 simply trains on.
 
 **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP (gloo on
-CPU, nccl on GPU), every rank takes its slice of each global micro-batch (so the data order
-does not depend on the number of ranks), and rank 0 evaluates, checkpoints and writes.
+CPU, nccl on GPU; :mod:`larr.distributed`), every rank takes its slice of each global micro-batch
+(so the data order does not depend on the number of ranks, and a checkpoint of N processes resumes
+on M), and rank 0 evaluates, checkpoints and writes; the report records ``world_size``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -53,7 +53,7 @@ from larr.config import Config, PretrainConfig
 from larr.errors import LarrError
 from larr.io import atomic_dir
 from larr.llm import corpus as corpus_mod
-from larr.device import resolve_device
+from larr.distributed import Dist, distributed, wrap_ddp
 from larr.llm.backbone import add_special_tokens, load_causal_lm, resolve_model
 from larr.report import update_report
 
@@ -173,48 +173,6 @@ def perplexity(model: torch.nn.Module, blocks: list[torch.Tensor], pad_id: int, 
 # ---------------------------------------------------------------------------- distributed
 
 
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a torchrun/accelerate launch (rank 0 of 1 when run plainly)."""
-
-    rank: int = 0
-    world: int = 1
-    owns_group: bool = False  # this run created the process group, so it also destroys it
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        on_gpu = torch.distributed.get_backend() == "nccl"  # nccl reduces CUDA tensors only
-        t = torch.tensor([value], dtype=torch.float64, device="cuda" if on_gpu else "cpu")
-        torch.distributed.all_reduce(t)
-        return t.item() / self.world
-
-
-def setup_distributed(device_spec: str) -> tuple[Dist, torch.device]:
-    """One process unless launched with ``WORLD_SIZE > 1``: then DDP over gloo (CPU) or nccl (one GPU per rank)."""
-    device = resolve_device(device_spec)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), device
-    import torch.distributed as tdist
-
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    owns = not tdist.is_initialized()
-    if owns:
-        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(tdist.get_rank(), tdist.get_world_size(), owns), device
-
-
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Dropout RNG seed of one optimizer step on one rank: a resumed run needs no saved RNG state."""
     return (seed * 1_000_003 + step) * 4096 + rank
@@ -233,14 +191,16 @@ class Progress:
     ppl_before: float | None = None
 
 
-def fingerprint(cfg: Config, model_path: Path, blocks: torch.Tensor, world: int) -> dict[str, Any]:
-    """Settings a resumed run must share with the checkpoint (max_steps/epochs may grow)."""
+def fingerprint(cfg: Config, model_path: Path, blocks: torch.Tensor) -> dict[str, Any]:
+    """Settings a resumed run must share with the checkpoint (max_steps/epochs may grow).
+
+    Not the number of processes: each rank takes its slice of the same global micro-batch, so a
+    checkpoint of N processes continues on M (``pretrain.batch_size`` a multiple of both)."""
     pc = cfg.pretrain
     keep = ("method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seq_len", "batch_size",
             "grad_accum", "lr", "weight_decay", "warmup_ratio", "precision")
     digest = hashlib.sha256(blocks.numpy().tobytes()).hexdigest()[:16]
-    return {**{k: getattr(pc, k) for k in keep}, "seed": cfg.seed, "model": str(model_path), "corpus": digest,
-            "world_size": world}
+    return {**{k: getattr(pc, k) for k in keep}, "seed": cfg.seed, "model": str(model_path), "corpus": digest}
 
 
 def save_checkpoint(ckpt_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
@@ -359,11 +319,7 @@ def make_trainer(model: torch.nn.Module, blocks: torch.Tensor, cfg: Config, devi
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=pc.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(pc.warmup_ratio * steps), steps)
-    net = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = wrap_ddp(model, dist, device)
     return Trainer(model, net, blocks, params, opt, sched, pc, cfg.seed, device, dist), steps
 
 
@@ -436,12 +392,8 @@ def run(cfg: Config, run_dir: Path, data_dir: Path | None = None, resume: bool =
     heldout_docs = corpus_mod.read_corpus(heldout_path) if heldout_path.is_file() else None
     if pc.threads:
         torch.set_num_threads(pc.threads)
-    dist, device = setup_distributed(cfg.device)
-    try:
+    with distributed(cfg.device) as (dist, device):
         return _run(cfg, run_dir, train_docs, heldout_docs, dist, device, resume, progress)
-    finally:
-        if dist.owns_group:
-            torch.distributed.destroy_process_group()
 
 
 def _run(cfg: Config, run_dir: Path, train_docs: Any, heldout_docs: Any, dist: Dist, device: torch.device,
@@ -461,7 +413,7 @@ def _run(cfg: Config, run_dir: Path, train_docs: Any, heldout_docs: Any, dist: D
         return perplexity(m, held, tokenizer.pad_token_id, device, pc.eval_batch_size) if held else None
 
     trainer, steps = make_trainer(model, blocks, cfg, device, dist)
-    state = train(trainer, steps, run_dir, fingerprint(cfg, model_path, blocks, dist.world), resume, eval_fn,
+    state = train(trainer, steps, run_dir, fingerprint(cfg, model_path, blocks), resume, eval_fn,
                   progress)
     stats = {
         "ppl_before": state.ppl_before,
@@ -473,6 +425,7 @@ def _run(cfg: Config, run_dir: Path, train_docs: Any, heldout_docs: Any, dist: D
         "precision": "bf16" if use_bf16(pc.precision, device) else "fp32",
         "blocks": len(blocks),
         "heldout_tokens": sum(len(b) for b in held),
+        "world_size": dist.world,
     }
     if dist.main:
         final = merged(model)

@@ -92,6 +92,11 @@ class FeatureSpec:
     def scene_names(self) -> list[str]:
         return [f.name for f in self.scene]
 
+    @property
+    def scene_cols(self) -> list[int]:
+        """Column of ``x`` (field index) of each scene feature's ID field, in scene order."""
+        return [self.field_names.index(f"scene:{n}") for n in self.scene_names]
+
     def scene_table(self, whole: bool = False) -> SceneTable:
         """The LLM table of the per-feature values (or, ``whole``, of the whole scenes): keys, rows, groups."""
         if whole:
@@ -124,17 +129,27 @@ def load_frame(data_dir: Path) -> tuple[pd.DataFrame, list[SceneFeature]]:
     data_dir = Path(data_dir)
     scene = read_scene_features(data_dir)
     imps = read_table(data_dir / "impressions.parquet", impressions_table(scene)).to_pandas()
+    return join_sides(imps, *side_tables(data_dir), where=data_dir / "impressions.parquet"), scene
+
+
+def side_tables(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The shop and user columns the fields need (small tables: kept in memory, also when streaming)."""
+    data_dir = Path(data_dir)
     shops = read_table(data_dir / SHOPS.file, SHOPS, ["shop_id", "category", "district", "price_level"]).to_pandas()
     users = read_table(data_dir / USERS.file, USERS, ["user_id", "home_district", "work_district"]).to_pandas()
+    return shops, users
+
+
+def join_sides(imps: pd.DataFrame, shops: pd.DataFrame, users: pd.DataFrame, where: Path) -> pd.DataFrame:
+    """Impression rows with their ``shop.*`` and ``user.*`` columns; an id missing from its table is an error."""
     for name, table, key in (("shops", shops, "shop_id"), ("users", users, "user_id")):
         lost = ~imps[key].isin(table[key])
         if lost.any():
-            raise SchemaError(f"{data_dir / 'impressions.parquet'}: column '{key}' has {int(lost.sum())} "
+            raise SchemaError(f"{where}: column '{key}' has {int(lost.sum())} "
                               f"values not in {name}.parquet (e.g. {imps.loc[lost, key].iloc[0]})")
     shops = shops.rename(columns=lambda c: c if c == "shop_id" else f"shop.{c}")
     users = users.rename(columns=lambda c: c if c == "user_id" else f"user.{c}")
-    frame = imps.merge(shops, on="shop_id", how="left").merge(users, on="user_id", how="left")
-    return frame, scene
+    return imps.merge(shops, on="shop_id", how="left").merge(users, on="user_id", how="left")
 
 
 # ---------------------------------------------------------------------------- vocabularies

@@ -61,19 +61,14 @@ class ModelDims:
     scene_id_counts: list[list[int]] | None = None
 
     @classmethod
-    def from_spec(cls, spec: FeatureSpec, llm_dim: int, train_x: torch.Tensor | None = None) -> "ModelDims":
-        """``train_x``: the train split's field indices, to count each scene value's train rows."""
-        from larr.rec.slices import train_counts
-
+    def from_spec(cls, spec: FeatureSpec, llm_dim: int, counts: list[torch.Tensor] | None = None) -> "ModelDims":
+        """``counts``: train rows of each scene ID value (:func:`larr.rec.train.scene_counts`)."""
         vocab = {f.name: {v: i + 1 for i, v in enumerate(f.vocab)} for f in spec.fields}
         ids = [[-1 if n in spec.buckets else vocab[f"scene:{n}"].get(v, 0) for v in spec.scene_values[n]]
                for n in spec.scene_names]
-        counts = None
-        if train_x is not None:
-            cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
-            counts = [c.tolist() for c in train_counts(train_x, cols, spec.vocab_sizes)]
         return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
-                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids, counts)
+                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids,
+                   None if counts is None else [c.tolist() for c in counts])
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -355,7 +350,7 @@ class CTRModel(nn.Module):
         self.smoothing = None
         if cfg.smooth_half > 0 and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool"):
             if dims.scene_id_counts is None or dims.scene_vocab_ids is None:
-                raise ValueError("rec.smooth_half needs the scene values' train counts (ModelDims.from_spec(..., train_x))")
+                raise ValueError("rec.smooth_half needs the scene values' train counts (ModelDims.from_spec(..., counts))")
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
             self.smoothing = NeighbourSmoothing(dims.scene_id_counts, dims.scene_vocab_ids, scene_cols, self.scene_llm,
                                                 cfg.impute_temperature, cfg.smooth_half, cfg.smooth_neighbours)

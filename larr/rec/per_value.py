@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from larr.metrics import auc
-from larr.rec.slices import rarest_count
+from larr.rec.slices import rarest_count, train_counts
 
 BANDS = ((1, 5), (5, 20), (20, 100), (100, None))  # train rows of the rarest seen value: [lo, hi)
 MIN_ROWS = 30  # fewer test rows (or a single class) → no AUC
@@ -70,9 +70,8 @@ def per_value_table(spec, splits: dict[str, dict[str, torch.Tensor]], preds: dic
     """``{"values": [...], "bands": [...]}`` (see the module docstring); ``preds[row]`` = test predictions per seed."""
     test, train, valid = splits["test"], splits["train"], splits["valid"]
     y = test["label"].numpy()
-    names = spec.field_names
-    cols = [names.index(f"scene:{n}") for n in spec.scene_names]
-    counts = [torch.bincount(train["x"][:, c], minlength=spec.vocab_sizes[c]) for c in cols]
+    cols = spec.scene_cols
+    counts = train_counts(train["x"], cols, spec.vocab_sizes)
     table = spec.scene_table()
     values = []
     for k, feat in enumerate(spec.scene_names):

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from safetensors.torch import load_file, save_file
 from larr import layout
 from larr.config import Config, RecConfig
 from larr.data.schema import SHOPS, USERS, SchemaError
+from larr.distributed import Dist, distributed, wrap_ddp
 from larr.errors import LarrError
 from larr.io import atomic_dir, atomic_path, atomic_write_text
 from larr.metrics import ctr_metrics
@@ -89,14 +90,23 @@ def _data_fingerprint(data_dir: Path) -> str:
     h = hashlib.sha1()
     for name in ("dataset.json", "impressions.parquet", SHOPS.file, USERS.file):
         path = Path(data_dir) / name
-        if path.is_file():
-            with open(path, "rb") as f:
-                h.update(name.encode() + hashlib.file_digest(f, "sha1").digest())
+        parts = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]  # partitions
+        for part in parts:
+            if part.is_file():
+                with open(part, "rb") as f:
+                    h.update(str(part.relative_to(data_dir)).encode() + hashlib.file_digest(f, "sha1").digest())
     return h.hexdigest()[:16]
 
 
-def load_features(run_dir: Path, data_dir: Path | None = None) -> tuple[FeatureSpec, Splits, str]:
-    """Spec, per-split tensors and the data fingerprint; cached in ``RUN_DIR/stage3/features``."""
+def load_features(run_dir: Path, data_dir: Path | None = None,
+                  dist: Dist | None = None) -> tuple[FeatureSpec, Splits, str]:
+    """Spec, per-split tensors and the data fingerprint; cached in ``RUN_DIR/stage3/features``.
+
+    With several ranks (``dist``) rank 0 builds the cache and the others read it after."""
+    if dist is not None and dist.world > 1:
+        out = load_features(run_dir, data_dir) if dist.main else None
+        dist.barrier()
+        return out or load_features(run_dir, data_dir)
     data_dir = layout.data_dir(run_dir, data_dir)
     if not data_dir.is_dir():
         raise SchemaError(f"{data_dir}: data directory not found (run `larr data synth --out {data_dir}`)")
@@ -153,11 +163,18 @@ class RequestBatches:
     resumed run picks up the same order) and their rows laid end to end, then cut into batches;
     a request is split only where a batch boundary falls inside it. Gathering the epoch's rows
     once and slicing views is also cheaper than one gather per batch.
+
+    Under DDP (``world`` ranks) the batches are the same *global* batches, whatever ``world``;
+    rank ``r`` yields rows ``[r·B/N, (r+1)·B/N)`` of each (``batch_size`` a multiple of ``world``).
+    Equal shares make DDP's gradient average exactly the one-process mean of the click loss; a
+    request cut at a rank boundary is counted once by the gathered alignment term
+    (:func:`request_loss`). The order, hence a checkpoint, does not depend on ``world``.
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int = 0,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, rank: int = 0, world: int = 1) -> None:
         self.tensors, self.batch_size, self.seed, self.drop_last = tensors, batch_size, seed, drop_last
+        self.rank, self.world = rank, world
         order = torch.argsort(tensors["request"], stable=True)
         _, counts = torch.unique_consecutive(tensors["request"][order], return_counts=True)
         self.order, self.counts = order, counts
@@ -181,9 +198,11 @@ class RequestBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rows = self.rows()
         epoch_data = {k: v[rows] for k, v in self.tensors.items()}
+        share = self.batch_size // self.world
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            yield {k: v[sl] for k, v in epoch_data.items()}
+            start = i * self.batch_size + self.rank * share
+            stop = start + share if self.rank < self.world - 1 else (i + 1) * self.batch_size  # the last takes the rest
+            yield {k: v[start:stop] for k, v in epoch_data.items()}
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -195,33 +214,54 @@ def evaluate_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size
 
     ``p``: the split's predictions when already computed (the slices of one split share them)."""
     p = predict(model, tensors, batch_size) if p is None else p
-    if mask is not None:
-        tensors, p = {k: v[mask] for k, v in tensors.items()}, p[mask.numpy()]
-    if len(tensors["label"]) == 0:
+    label, user = tensors["label"], tensors["user"]
+    if mask is not None:  # only what the metrics read (a copy of every tensor cost ~1 GB on the large world)
+        label, user, p = label[mask], user[mask], p[mask.numpy()]
+    if len(label) == 0:
         return {"n": 0, "auc": None, "gauc": None, "logloss": None}
-    return ctr_metrics(tensors["label"].numpy(), p, tensors["user"].numpy())
+    return ctr_metrics(label.numpy(), p, user.numpy())
 
 
-def split_slices(spec: FeatureSpec, splits: Splits, split: str, rare_below: int) -> dict[str, torch.Tensor]:
-    """Row masks of every slice (:mod:`larr.rec.slices`) of one split, rarity counted on the train split."""
-    cols = [spec.field_names.index(f"scene:{n}") for n in spec.scene_names]
-    counts = train_counts(splits["train"]["x"], cols, spec.vocab_sizes)
-    return slice_masks(splits[split], cols, counts, rare_below)
+def predict_split(model: CTRModel, tensors: dict[str, torch.Tensor], batch_size: int = 8192,
+                  dist: Dist | None = None) -> np.ndarray:
+    """Click probabilities of every row of a split; with several ranks each predicts its contiguous shard
+    and the shards are gathered in row order, so metrics are computed once on all rows."""
+    if dist is None or dist.world == 1:
+        return predict(model, tensors, batch_size)
+    sl = dist.shard(len(tensors["label"]))
+    return dist.gather_array(predict(model, {k: v[sl] for k, v in tensors.items()}, batch_size))
+
+
+def scene_counts(spec: FeatureSpec, splits: Splits) -> list[torch.Tensor]:
+    """Train rows of each scene ID value, per scene feature (:func:`larr.rec.slices.train_counts`)."""
+    return train_counts(splits["train"]["x"], spec.scene_cols, spec.vocab_sizes)
+
+
+def split_slices(spec: FeatureSpec, splits: Splits, split: str, rare_below: int,
+                 counts: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Row masks of every slice (:mod:`larr.rec.slices`) of one split; ``counts``: :func:`scene_counts`
+    (computed from the train split when not given, e.g. when streaming left no train split in memory)."""
+    counts = scene_counts(spec, splits) if counts is None else counts
+    return slice_masks(splits[split], spec.scene_cols, counts, rare_below)
 
 
 def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_below: int,
-                   batch_size: int = 8192) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions.
+                   batch_size: int = 8192, dist: Dist | None = None,
+                   counts: list[torch.Tensor] | None = None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Metrics of valid and test on every slice (:mod:`larr.rec.slices`), and the two splits' predictions
+    (gathered from every rank under DDP: an AUC of all predictions, not a mean of per-rank AUCs).
 
+    ``counts``: the train rows of each scene ID value when there is no train split in memory (streaming).
     A model with a scene module also gets ``probe_test``: test Δ AUC per slice with its scene input
     destroyed (:mod:`larr.rec.probe`) — whether it uses that input at all."""
     from larr.rec.probe import probe_metrics
 
+    counts = scene_counts(spec, splits) if counts is None else counts
     metrics, preds = {}, {}
     for split in ("valid", "test"):
         tensors = splits[split]
-        preds[split] = predict(model, tensors, batch_size)
-        masks = split_slices(spec, splits, split, rare_below)
+        preds[split] = predict_split(model, tensors, batch_size, dist)
+        masks = split_slices(spec, splits, split, rare_below, counts)
         for name, mask in masks.items():
             metrics[metric_key(split, name)] = evaluate_split(model, tensors, batch_size,
                                                               None if name == "all" else mask, preds[split])
@@ -248,7 +288,8 @@ def first_row_of_each_request(request: torch.Tensor) -> torch.Tensor:
     return first.sort().values
 
 
-def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig) -> tuple[torch.Tensor, dict]:
+def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig,
+                 gather: Dist | None = None) -> tuple[torch.Tensor, dict]:
     """:func:`ctr_loss` with the alignment term over *requests* instead of rows.
 
     The rows of one request share their user and scene, hence their (scene, collaborative) pair:
@@ -256,13 +297,25 @@ def request_loss(out: CTROutput, batch: dict[str, torch.Tensor], rec: RecConfig)
     negatives, at O(rows²) cost (2,048² logits dominated a training step on CPU). One pair per
     request gives the same positives and every other request as a negative, at O(requests²).
     The click loss still uses every row.
+
+    ``gather`` (several ranks, ``dist.gather_negatives``): the request pairs of every rank are
+    gathered with gradients, so the negatives are the whole global batch's requests as in one
+    process; a request cut at a rank boundary is kept once (its rows on both ranks share user and
+    scene, hence the pair). The click loss stays per rank; DDP averages it over equal shares.
     """
     if out.scene is None:
         return ctr_loss(out, batch, rec)
     first = first_row_of_each_request(batch["request"])
-    pairs = CTROutput(out.logit, out.scene[first], out.collab[first])
-    per_request = {k: batch[k][first] for k in ("request", "scene", "whole") if k in batch}
-    return ctr_loss(pairs, {"label": batch["label"], **per_request}, rec)
+    scene, collab = out.scene[first], out.collab[first]
+    keys = {k: batch[k][first] for k in ("request", "scene", "whole") if k in batch}  # what alignment groups read
+    if gather is not None and gather.world > 1:
+        sizes = gather.row_counts(len(first))
+        pairs = gather.gather_rows(torch.cat([scene, collab], dim=1), sizes)  # one collective for both sides
+        scene, collab = pairs.split([scene.shape[1], collab.shape[1]], dim=1)
+        keys = {k: gather.gather_rows(v, sizes) for k, v in keys.items()}
+        once = first_row_of_each_request(keys["request"])
+        scene, collab, keys = scene[once], collab[once], {k: v[once] for k, v in keys.items()}
+    return ctr_loss(CTROutput(out.logit, scene, collab), {"label": batch["label"], **keys}, rec)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -350,41 +403,59 @@ def param_groups(model: CTRModel, rec: RecConfig) -> list[dict]:
 
 def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir: Path | None = None,
         log_dir: Path | None = None, resume: bool = False, progress: bool = False,
-        on_epoch: Callable[[int, dict], None] | None = None, desc: str = "train") -> FitResult:
+        on_epoch: Callable[[int, dict], None] | None = None, desc: str = "train",
+        dist: Dist | None = None, gather_negatives: bool = True, batches: Iterable | None = None) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of its best validation epoch.
 
     ``on_epoch(epoch, record)`` runs after each epoch's checkpoint (tests use it to interrupt).
+    ``dist`` (several ranks): ``model`` is trained through DDP on each rank's share of the same
+    global batches, validation AUC is computed on the gathered predictions, rank 0 alone writes
+    checkpoints and TensorBoard scalars; a checkpoint resumes with any number of ranks.
+    ``batches``: the train batches when they do not come from ``splits["train"]``
+    (:class:`larr.rec.stream.StreamedBatches`: ``set_epoch``, ``len``, this rank's share of each batch).
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    dist = dist or Dist()
     device = next(model.parameters()).device
-    train = {k: v.to(device) for k, v in splits["train"].items()}
     opt = torch.optim.AdamW(param_groups(model, rec), lr=rec.lr, weight_decay=rec.weight_decay)
-    batches = RequestBatches(train, rec.batch_size, seed=seed)
+    if rec.batch_size % dist.world:
+        raise TrainError(f"rec.batch_size={rec.batch_size} must be a multiple of the {dist.world} processes")
+    if batches is None:
+        train = {k: v.to(device) for k, v in splits["train"].items()}
+        batches = RequestBatches(train, rec.batch_size, seed=seed, rank=dist.rank, world=dist.world)
     if len(batches) == 0:
         raise TrainError(f"the train split has {batches.n} rows, fewer than one batch of {rec.batch_size}")
     state, best = TrainState(), _state_dict(model)
     if resume and ckpt_dir is not None and (Path(ckpt_dir) / "state.json").is_file():
         state, best = load_checkpoint(ckpt_dir, model, opt, seed)
-    writer = _tb_writer(log_dir)
+    # the frozen LLM table is a buffer, identical on every rank: no per-step broadcast
+    net = wrap_ddp(model, dist, device, sync_buffers=False)
+    gather = dist if gather_negatives else None
+    writer = _tb_writer(log_dir if dist.main else None)
     total_steps = rec.epochs * len(batches)
     while state.epoch < rec.epochs and state.bad_epochs < rec.patience:
         batches.set_epoch(state.epoch)
         model.train()
         sums: dict[str, float] = {}
-        for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}", disable=not progress,
-                          leave=False, unit="batch"):
+        t_epoch = time.perf_counter()
+        for batch in tqdm(batches, desc=f"{desc} epoch {state.epoch + 1}/{rec.epochs}",
+                          disable=not (progress and dist.main), leave=False, unit="batch"):
             set_lr(opt, rec, state.steps, total_steps)
-            loss, parts = request_loss(model(batch), batch, rec)
+            batch = {k: v.to(device) for k, v in batch.items()}  # a no-op for in-memory splits
+            loss, parts = request_loss(net(batch), batch, rec, gather)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             state.steps += 1
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
-        record = {"epoch": state.epoch + 1, **{f"train_{k}": v / len(batches) for k, v in sums.items()}}
-        valid = evaluate_split(model, splits["valid"], rec.eval_batch_size)
+        means = dict(zip(sums, dist.sum([v / len(batches) / dist.world for v in sums.values()])))
+        record = {"epoch": state.epoch + 1, **{f"train_{k}": v for k, v in means.items()},
+                  "train_samples_per_s": round(len(batches) * rec.batch_size / (time.perf_counter() - t_epoch), 1)}
+        valid = evaluate_split(model, splits["valid"], rec.eval_batch_size,
+                               p=predict_split(model, splits["valid"], rec.eval_batch_size, dist))
         record.update({f"valid_{k}": valid[k] for k in ("auc", "gauc", "logloss")})
         score = _criterion(valid)
         if state.best_score is None or (score is not None and score > state.best_score):
@@ -395,7 +466,9 @@ def fit(model: CTRModel, rec: RecConfig, splits: Splits, seed: int = 0, ckpt_dir
         state.history.append(record)
         _log_scalars(writer, record, state.steps)
         if ckpt_dir is not None and (state.epoch % rec.checkpoint_every == 0 or state.epoch == rec.epochs):
-            save_checkpoint(ckpt_dir, model, best, opt, state, seed)
+            if dist.main:
+                save_checkpoint(ckpt_dir, model, best, opt, state, seed)
+            dist.barrier()
         if on_epoch is not None:
             on_epoch(state.epoch, record)
     if writer is not None:
@@ -455,41 +528,68 @@ def train_model(cfg: Config, run_dir: Path, name: str, seed: int = 0, data_dir: 
     ``run_id`` names the run's folder under ``RUN_DIR/stage3`` (and its checkpoint and log folders)
     instead of ``<name>_seed<k>``: the sweep trains the ``larr`` row at other hyper-parameters
     without overwriting the comparison's run.
-    """
-    from larr.device import resolve_device
 
-    run_dir = Path(run_dir)
+    Under ``torchrun`` / ``accelerate launch`` every rank runs this; they train one model through
+    DDP (:func:`fit`), evaluate it on gathered predictions, and rank 0 alone writes the run's
+    folder. ``metrics.json`` records ``world_size``, the number of processes that trained it.
+    """
+    with distributed(cfg.device) as (dist, device):
+        return _train_model(cfg, Path(run_dir), name, seed, data_dir, resume, progress, features, on_epoch,
+                            run_id, dist, device)
+
+
+def _train_model(cfg: Config, run_dir: Path, name: str, seed: int, data_dir: Path | None, resume: bool,
+                 progress: bool, features: tuple[FeatureSpec, Splits, str] | None,
+                 on_epoch: Callable[[int, dict], None] | None, run_id: str | None, dist: Dist,
+                 device: torch.device) -> dict:
+    from larr.rec import stream
+
     rec, store = model_setup(cfg, name)
     set_threads(rec)
-    spec, splits, fingerprint = features or load_features(run_dir, data_dir)
+    batches, counts = None, None
+    if features is None and stream.use_streaming(cfg.stream, layout.data_dir(run_dir, data_dir)):
+        data = layout.data_dir(run_dir, data_dir)
+        fingerprint = _data_fingerprint(data)
+        spec, counts, splits = stream.stream_features(cfg.stream, data, layout.features_dir(run_dir), fingerprint, dist)
+        batches = stream.StreamedBatches(data, spec, rec.batch_size, cfg.stream, seed=seed, dist=dist)
+    else:
+        spec, splits, fingerprint = features or load_features(run_dir, data_dir, dist)
     whole = rec.scene_encoder == "whole_text"
     raw_table, llm_dim = llm_table(spec, run_dir, store, whole, standardize=False)
     table = raw_table
     if raw_table is not None and rec.llm_standardize:
         table = spec.scene_table(whole).standardize(raw_table)
     torch.manual_seed(seed)
-    dims = ModelDims.from_spec(spec, llm_dim, splits["train"]["x"])
-    model = CTRModel(rec, dims, table).to(resolve_device(cfg.device))
+    dims = ModelDims.from_spec(spec, llm_dim, scene_counts(spec, splits) if counts is None else counts)
+    model = CTRModel(rec, dims, table).to(device)
     rid = run_id or layout.run_name(name, seed)
     log_dir = layout.log_dir(run_dir, layout.STAGE3) / (run_id or Path(name) / f"seed{seed}")
     result = fit(model, rec, splits, seed=seed, ckpt_dir=layout.stage3_ckpt(run_dir, rid),
                  log_dir=log_dir, resume=resume, progress=progress,
-                 on_epoch=on_epoch, desc=rid)
+                 on_epoch=on_epoch, desc=rid, dist=dist, gather_negatives=cfg.dist.gather_negatives, batches=batches)
     model = model.cpu()
     metrics = {"model": name, "seed": seed, "store": store, "rec": rec.model_dump(mode="json"),
                "data": fingerprint, "encoder": _store_identity(run_dir, store),
                "epochs": result.state.epoch, "best_epoch": result.state.best_epoch, "steps": result.state.steps,
                "train_seconds": result.seconds, "history": result.state.history,
-               "rare_below": cfg.experiment.rare_below}
-    scores, preds = evaluate_model(model, spec, splits, cfg.experiment.rare_below, rec.eval_batch_size)
+               "rare_below": cfg.experiment.rare_below, "world_size": dist.world, "streamed": batches is not None}
+    scores, preds = evaluate_model(model, spec, splits, cfg.experiment.rare_below, rec.eval_batch_size, dist,
+                                   counts)
     metrics.update(scores)
-    out = save_model(model, spec, layout.stage3_run(run_dir, rid))
+    if dist.main:
+        _save_run(model, spec, layout.stage3_run(run_dir, rid), preds, raw_table, rec, whole, metrics)
+    dist.barrier()  # the other ranks return once the run's folder exists
+    return metrics
+
+
+def _save_run(model: CTRModel, spec: FeatureSpec, folder: Path, preds: dict[str, np.ndarray],
+              raw_table: torch.Tensor | None, rec: RecConfig, whole: bool, metrics: dict) -> None:
+    out = save_model(model, spec, folder)
     with atomic_path(out / layout.PREDICTIONS_FILE) as tmp:
         save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in preds.items()}, tmp)
     if raw_table is not None and rec.llm_standardize:  # how raw vectors of a new value map into the table
         spec.scene_table(whole).stats(raw_table).save(out / layout.SCENE_STATS_FILE)
     atomic_write_text(out / layout.METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
-    return metrics
 
 
 def _store_identity(run_dir: Path, store: str | None) -> str | None:
