@@ -290,11 +290,6 @@ class RecConfig(_Strict):
     align_stop_grad: bool = Field(
         False, description="No gradient from the alignment into the ID embeddings of the collaborative side "
         "(the scene vector moves towards the IDs, not the IDs towards the text).")
-    smooth_half: float = Field(
-        0.0, ge=0.0, description="Rare scene IDs borrow from their LLM neighbours: embedding g·own + (1−g)·mix of "
-        "the k most similar seen values (softmax of cosine / impute_temperature), g = n/(n + smooth_half), n the "
-        "value's train rows (larr.rec.models.NeighbourSmoothing); 0 = off.")
-    smooth_neighbours: int = Field(16, ge=1, description="k: neighbours a rare value borrows from.")
     # read by the training loop (larr/rec/train.py)
     batch_size: int = Field(1024, ge=2, description="Rows per step; batches hold whole requests (see train.py).")
     lr: float = Field(1e-2, gt=0.0, description="AdamW (peak) learning rate.")

@@ -306,53 +306,6 @@ def test_alignment_loss_hand_computed_2x2():
 # ---------------------------------------------------------------------------- frequency mix, alignment target
 
 
-def _smoothing_model(counts, **over):
-    """Feature a: table rows 1-3 hold vocabulary IDs 1, 2, 3 with ``counts`` train rows; row 3 "means" what
-    row 2 means. b: IDs 1, 2 (rows 4-5); c: a bucketed float feature (rows 6-7)."""
-    dims = ModelDims(**{**_dims(table=8).__dict__, "vocab_sizes": [20, 30, 5, 4, 4, 3, 3],
-                        "scene_vocab_ids": [[1, 2, 3], [1, 2], [-1, -1]],
-                        "scene_id_counts": [[0, *counts], [0, 5, 5], [0, 9, 9]]})
-    table = torch.randn(8, 12)
-    table[0] = 0
-    table[3] = 5 * table[2] + 0.01 * torch.randn(12)
-    torch.manual_seed(0)
-    cfg = RecConfig(embed_dim=8, hidden=[32, 16], scene_dim=16, scene_heads=2, scene_size=8, align_dim=8,
-                    dropout=0.0, **{**ROWS["larr"].overrides, "smooth_half": 10.0, "impute_temperature": 0.01,
-                                    **over})
-    return CTRModel(cfg, dims, table).eval()
-
-
-def test_rare_ids_borrow_from_their_llm_neighbours_and_frequent_ones_keep_their_own():
-    model = _smoothing_model([10**9, 10**9, 10])
-    a, c = model.used.index(4), model.used.index(6)
-    weight = model.embedding.tables[a].weight
-    with torch.no_grad():
-        smoothed = model.smoothing.smoothed(0, weight)
-        torch.testing.assert_close(smoothed[1], weight[1], atol=1e-6, rtol=0)  # frequent: its own embedding
-        torch.testing.assert_close(smoothed[0], weight[0])  # the unknown index is the imputer's business
-        # ID 3 (10 rows, half 10): half its own, half its nearest LLM neighbour, ID 2 (τ = 0.01: one neighbour)
-        torch.testing.assert_close(smoothed[3], 0.5 * weight[3] + 0.5 * weight[2], atol=1e-4, rtol=0)
-        x = torch.tensor([[1, 2, 3, 0, 3, 1, 1]])
-        fields = model.smoothing(model.embedding(x[:, model.used]), x[:, model.used], model.embedding.tables)
-        torch.testing.assert_close(fields[0, a], smoothed[3])
-        torch.testing.assert_close(fields[0, c], model.embedding.tables[c].weight[1])  # buckets: untouched
-
-
-def test_smoothing_trains_the_neighbours_and_survives_save_load(tmp_path):
-    model = _smoothing_model([10**9, 10**9, 10]).train()
-    x = torch.tensor([[1, 2, 3, 0, 3, 1, 1]])
-    batch = {"x": x, "scene": torch.tensor([[3, 4, 6]]), "label": torch.ones(1), "request": torch.zeros(1, dtype=torch.long)}
-    ctr_loss(model(batch), batch, model.cfg.model_copy(update={"align_weight": 0.0}))[0].backward()
-    grad = model.embedding.tables[model.used.index(4)].weight.grad
-    assert grad[2].abs().sum() > 0 and grad[3].abs().sum() > 0  # the rare value's clicks move its neighbour too
-    model.eval()
-    save_model(model, FeatureSpec([], [], {}, {}, []), tmp_path / "m")
-    loaded = load_model(tmp_path / "m")  # built with a zero table: the neighbour lists come from the file
-    torch.testing.assert_close(loaded(batch).logit, model(batch).logit)
-    with pytest.raises(ValueError, match="train counts"):
-        CTRModel(model.cfg, ModelDims(**{**model.dims.__dict__, "scene_id_counts": None}), model.scene_llm)
-
-
 def test_alignment_with_scene_ids_groups_identical_scenes_and_stops_gradients():
     model = _model(**ROWS["larr"].overrides, align_with="scene_ids", align_groups="scene", align_stop_grad=True)
     assert model.collab_fields == [4, 5, 6]  # scene ID fields only: what the scene side can match

@@ -22,9 +22,9 @@ them, and they travel inside ``model.safetensors`` so a saved model is self-cont
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -56,19 +56,14 @@ class ModelDims:
     # Per scene feature, per value (scene-table order): its ID in the feature's vocabulary, 0 when the value
     # never occurs in train, -1 when the feature's IDs are buckets of values (float features).
     scene_vocab_ids: list[list[int]] | None = None
-    # Per scene feature, per vocabulary index (0 = unknown): its train rows (None: not counted). Float
-    # features, whose IDs are buckets of values, are counted too; neighbour smoothing leaves them alone.
-    scene_id_counts: list[list[int]] | None = None
 
     @classmethod
-    def from_spec(cls, spec: FeatureSpec, llm_dim: int, counts: list[torch.Tensor] | None = None) -> "ModelDims":
-        """``counts``: train rows of each scene ID value (:func:`larr.rec.train.scene_counts`)."""
+    def from_spec(cls, spec: FeatureSpec, llm_dim: int) -> "ModelDims":
         vocab = {f.name: {v: i + 1 for i, v in enumerate(f.vocab)} for f in spec.fields}
         ids = [[-1 if n in spec.buckets else vocab[f"scene:{n}"].get(v, 0) for v in spec.scene_values[n]]
                for n in spec.scene_names]
         return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
-                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids,
-                   None if counts is None else [c.tolist() for c in counts])
+                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -245,67 +240,9 @@ class UnseenIDImputer(nn.Module):
         return torch.stack(fields, dim=1)
 
 
-class NeighbourSmoothing(nn.Module):
-    """Rare scene IDs borrow from the values the LLM finds most alike: ``e'(v) = g·e(v) + (1 − g)·Σ w_vu e(u)``.
-
-    ``g = n / (n + half)`` with ``n`` the value's train rows, and ``w_v·`` the softmax of the cosine
-    similarities (÷ τ) of ``v``'s LLM vector to its ``k`` nearest *other* seen values. A value seen
-    thousands of times keeps its own embedding (g ≈ 1); one seen a handful of times is mostly its
-    neighbours' — a stadium gate that occurred twice acts like the stadiums the model knows well — and
-    its own few clicks move those neighbours too, so values of one kind pool their evidence. It is the
-    training-time counterpart of :class:`UnseenIDImputer` (which gives a value with n = 0 its neighbours'
-    mix): rare and never-seen values follow one rule, and the model is trained with the embeddings it
-    is evaluated with. Non-parametric on purpose: a learnt map from a 576-d LLM vector to an embedding
-    memorised the few hundred values it was trained on (test AUC −0.024; see the issue-13 note).
-
-    The neighbour lists are computed once from the frozen table and saved with the model (persistent
-    buffers), so a loaded model needs no table to rebuild them. Float features (buckets) are left alone.
-    """
-
-    def __init__(self, counts: list[list[int]], vocab_ids: list[list[int]], cols: list[int], table: torch.Tensor,
-                 temperature: float, half: float, k: int) -> None:
-        super().__init__()
-        self.cols = cols
-        self.features: list[int] = []
-        start = 1  # row 0 of the table is the unknown value
-        for f, ids in enumerate(vocab_ids):
-            n_vocab = len(counts[f]) if counts is not None else 0
-            if ids and min(ids) >= 0 and sum(i > 0 for i in ids) > 1:
-                self.features.append(f)
-                rows = torch.zeros(n_vocab, dtype=torch.long)  # vocabulary index → its table row (0: unknown)
-                for j, i in enumerate(ids):
-                    if i > 0:
-                        rows[i] = start + j
-                v = F.normalize(table[rows], dim=-1)
-                sim = v @ v.T
-                sim.fill_diagonal_(-2.0)  # never its own neighbour
-                sim[:, 0] = -2.0  # never the unknown value
-                kk = min(k, n_vocab - 2)
-                top, nbr = sim.topk(kk, dim=-1)
-                n = torch.tensor(counts[f], dtype=torch.float32)
-                gate = n / (n + half)
-                gate[0] = 1.0  # the unknown index keeps its own embedding (the imputer handles never-seen values)
-                self.register_buffer(f"nbr_{f}", nbr)
-                self.register_buffer(f"w_{f}", torch.softmax(top / temperature, dim=-1))
-                self.register_buffer(f"gate_{f}", gate)
-            start += len(ids)
-
-    def smoothed(self, f: int, weight: torch.Tensor) -> torch.Tensor:
-        """Feature ``f``'s whole embedding table, smoothed: (n_vocab, d)."""
-        nbr, w, g = getattr(self, f"nbr_{f}"), getattr(self, f"w_{f}"), getattr(self, f"gate_{f}")
-        return g[:, None] * weight + (1 - g)[:, None] * torch.einsum("vk,vkd->vd", w, weight[nbr])
-
-    def forward(self, emb: torch.Tensor, ids: torch.Tensor, tables: nn.ModuleList) -> torch.Tensor:
-        fields = list(emb.unbind(1))
-        for f in self.features:
-            col = self.cols[f]
-            fields[col] = self.smoothed(f, tables[col].weight)[ids[:, col]]
-        return torch.stack(fields, dim=1)
-
-
 class Scored(NamedTuple):
     logit: torch.Tensor  # (B,)
-    emb: torch.Tensor  # (B, n_used, d) field embeddings (rare IDs smoothed; never-seen ones imputed in eval mode)
+    emb: torch.Tensor  # (B, n_used, d) field embeddings (never-seen scene IDs imputed in eval mode)
     scene: torch.Tensor | None  # (B, scene_size) scene vector, for models with a scene module
 
 
@@ -327,7 +264,10 @@ class CTRModel(nn.Module):
     user-side fields (user id and profile fields) and — when the model has them and
     ``align_with`` says so — the scene ID fields: what the ID-based recommender knows about who
     is asking, and when. It contains no LLM input, which is what makes aligning the scene
-    vector with it informative.
+    vector with it informative. ``align_with="scene_ids"`` keeps only the scene ID fields — the
+    collaborative embedding of the scene itself, what the scene side can match without knowing the user;
+    ``align_stop_grad`` makes those IDs a fixed target; ``align_groups="scene"`` stops requests with the
+    same scene from being each other's negatives (:func:`alignment_groups`).
     """
 
     def __init__(self, cfg: RecConfig, dims: ModelDims, scene_llm: torch.Tensor | None = None) -> None:
@@ -347,13 +287,6 @@ class CTRModel(nn.Module):
                 and dims.scene_vocab_ids is not None:
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
             self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature)
-        self.smoothing = None
-        if cfg.smooth_half > 0 and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool"):
-            if dims.scene_id_counts is None or dims.scene_vocab_ids is None:
-                raise ValueError("rec.smooth_half needs the scene values' train counts (ModelDims.from_spec(..., counts))")
-            scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
-            self.smoothing = NeighbourSmoothing(dims.scene_id_counts, dims.scene_vocab_ids, scene_cols, self.scene_llm,
-                                                cfg.impute_temperature, cfg.smooth_half, cfg.smooth_neighbours)
         # Diagnostics only (larr.rec.probe): a function applied to the scene vector before the backbone.
         self.scene_probe: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.backbone: nn.Module = build_backbone(cfg.backbone, in_dim, cfg)
@@ -397,9 +330,7 @@ class CTRModel(nn.Module):
         tensor values, so :class:`larr.serve.graph.ScoringGraph` exports it to ONNX as it is.
         """
         ids = x[:, self.used]
-        emb = self.embedding(ids)
-        if self.smoothing is not None:
-            emb = self.smoothing(emb, ids, self.embedding.tables)  # (B, n_used, d)
+        emb = self.embedding(ids)  # (B, n_used, d)
         # Training rows never hold an unknown ID with a vector (vocabularies come from train), so the
         # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
         if self.imputer is not None and not self.training:
