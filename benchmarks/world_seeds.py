@@ -9,7 +9,8 @@ same world and model seed, and the per-pair Δ AUC are pooled: mean and 95 % t-i
 seeds, per slice (test all / unseen / rare / frequent, valid all / unseen / rare). One world's split can
 favour a row by luck; a difference that survives three worlds is a property of the method.
 
-It is a benchmark, not part of the demo: about an hour per world of the demo preset on 2 CPU cores.
+It is a benchmark, not part of the demo: 17-20 minutes per world of the demo preset on 2 quiet CPU cores
+(a loaded machine can make it several times that: stage 1 is sensitive to competing processes).
 Prints a table per reference and writes ``ROOT/world_seeds.json`` and ``ROOT/world_seeds.md``.
 """
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--config", default="configs/demo.yaml", help="Config of every world's demo run.")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="Extra dotted override, repeatable.")
     args = ap.parse_args()
-    load_config(args.config, args.overrides)  # a bad override fails here, before an hour of work
+    load_config(args.config, args.overrides)  # a bad override fails here, before the long runs
     worlds = [int(w) for w in args.worlds.split(",")]
     pooled: dict[tuple[str, tuple[int, int]], dict] = {}
     rows: list[str] = []
