@@ -67,6 +67,7 @@ class _Spec:
     field_names = ["user_id", "scene:weather"]
     vocab_sizes = [5, 3]
     scene_names = ["weather"]
+    scene_cols = [1]
     scene_values = {"weather": ["rain", "sun", "typhoon"]}
 
     scene_texts = {"weather": ["weather: rain", "weather: sun", "weather: typhoon"]}
