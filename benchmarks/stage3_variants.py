@@ -3,7 +3,7 @@
     python benchmarks/stage3_variants.py --run RUN_DIR --variant NAME=key=value[,key=value...] [--variant ...]
         [--row larr] [--seeds 0,1,2,3,4] [--workers 2] [--against base_scene_ids,larr]
 
-Each variant trains ``--row`` with the dotted overrides (``rec.id_text_mix=true,rec.mix_half=50``) on the
+Each variant trains ``--row`` with the dotted overrides (``rec.align_with=scene_ids,rec.align_stop_grad=true``) on the
 run's split, features and vectors, as ``RUN_DIR/stage3/variants/<NAME>_seed<k>`` (a finished run with the
 same config is reused, so an interrupted call resumes). Then each variant is paired seed by seed with the
 rows named by ``--against`` (finished runs of the comparison, ``larr evaluate``) on every slice of test and
@@ -48,10 +48,10 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     refs = tuple(args.against.split(","))
-    variants = {name: load_config(layout.config_file(args.run), overrides)
-                for name, overrides in map(parse_variant, args.variant)}
+    overrides = dict(map(parse_variant, args.variant))
+    variants = {name: load_config(layout.config_file(args.run), o) for name, o in overrides.items()}
     spec, splits, fp = load_features(args.run)
-    base_cfg = load_config(layout.config_file(args.run))
+    test_slices = split_slices(spec, splits, "test", load_config(layout.config_file(args.run)).experiment.rare_below)
     done: dict[tuple[str, int], dict] = {}
     for ref in refs:  # the comparison's runs as they were trained (possibly by an older version)
         for s in seeds:
@@ -62,29 +62,29 @@ def main() -> None:
             if done[(ref, s)].get("data") != fp:
                 raise SystemExit(f"{path}: trained on other data than {args.run} holds now")
             if done[(ref, s)].get("store") and "probe_test" not in done[(ref, s)]:
-                done[(ref, s)]["probe_test"] = probe_saved_run(args.run, layout.run_name(ref, s), splits,
-                                                               split_slices(spec, splits, "test", base_cfg.experiment.rare_below))
-    jobs, t0 = [], time.perf_counter()
+                done[(ref, s)]["probe_test"] = probe_saved_run(args.run, layout.run_name(ref, s), splits, test_slices)
+    todo: list[tuple[str, Job]] = []
+    t0 = time.perf_counter()
     for name, cfg in variants.items():
         for s in seeds:
             rid = f"variants/{name}_seed{s}"
             m = finished_run(cfg, args.run, args.row, s, fp, run_id=rid)
             if m is None:
-                jobs.append(Job(cfg, args.row, s, rid))
+                todo.append((name, Job(cfg, args.row, s, rid)))
             else:
                 done[(name, s)] = m
-    for job, m in zip(jobs, run_jobs(jobs, args.run, args.workers)):
-        done[(job.run_id.split("/", 1)[1].rsplit("_seed", 1)[0], job.seed)] = m
+    for (name, job), m in zip(todo, run_jobs([j for _, j in todo], args.run, args.workers)):
+        done[(name, job.seed)] = m
     names = list(variants)
     paired = paired_table(done, [*refs, *names], seeds, references=refs)
-    lines = [f"## Variants of `{args.row}` on {args.run} (seeds {seeds}; {len(jobs)} runs trained in "
+    lines = [f"## Variants of `{args.row}` on {args.run} (seeds {seeds}; {len(todo)} runs trained in "
              f"{time.perf_counter() - t0:.0f}s)", ""]
-    described = [(r, ["(the comparison's row)"]) for r in refs] + list(map(parse_variant, args.variant))
-    for name, overrides in described:
+    described = {**{r: ["(the comparison's row)"] for r in refs}, **overrides}
+    for name, what in described.items():
         runs = [done[(name, s)] for s in seeds]
         probe = {f"{p} {sl}": sum(r.get("probe_test", {}).get(p, {}).get(sl) or 0 for r in runs) / len(runs)
                  for p in ("vector_mean", "llm_shuffle") for sl in ("all", "unseen", "rare")}
-        lines.append(f"- `{name}`: {', '.join(overrides)}; epochs {[r['epochs'] for r in runs]}, best "
+        lines.append(f"- `{name}`: {', '.join(what)}; epochs {[r['epochs'] for r in runs]}, best "
                      f"{[r['best_epoch'] for r in runs]}; probes (test Δ AUC, mean): "
                      + ", ".join(f"{k} {v:+.4f}" for k, v in probe.items()))
     for ref_key, entries in paired.items():
