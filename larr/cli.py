@@ -205,7 +205,7 @@ def embed(out: OutOpt, data: DataOpt = None, config: ConfigOpt = None, set_: Set
     from larr import embed as embed_mod
 
     cfg = _stage_config(config, set_, out)
-    result = embed_mod.run(cfg, out, data_dir=data, log=lambda m: _main() and console.print(m, highlight=False))
+    result = embed_mod.run(cfg, out, data_dir=data, log=lambda m: console.print(m, highlight=False))  # rank 0 logs
     if not _main():
         return
     console.print(
