@@ -253,7 +253,8 @@ def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_belo
 
     ``counts``: the train rows of each scene ID value when there is no train split in memory (streaming).
     A model with a scene module also gets ``probe_test``: test Δ AUC per slice with its scene input
-    destroyed (:mod:`larr.rec.probe`) — whether it uses that input at all."""
+    destroyed (:mod:`larr.rec.probe`) — whether it uses that input at all; computed by rank 0 alone, the
+    rank that writes ``metrics.json`` (its probes need no collective)."""
     from larr.rec.probe import probe_metrics
 
     counts = scene_counts(spec, splits) if counts is None else counts
@@ -265,7 +266,7 @@ def evaluate_model(model: CTRModel, spec: FeatureSpec, splits: Splits, rare_belo
         for name, mask in masks.items():
             metrics[metric_key(split, name)] = evaluate_split(model, tensors, batch_size,
                                                               None if name == "all" else mask, preds[split])
-        if split == "test" and model.scene_encoder is not None:
+        if split == "test" and model.scene_encoder is not None and (dist is None or dist.main):  # rank 0 writes them
             metrics["probe_test"] = probe_metrics(model, tensors, masks, preds[split], batch_size)
     return metrics, preds
 
