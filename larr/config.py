@@ -266,6 +266,18 @@ class RecConfig(_Strict):
     impute_temperature: float = Field(
         0.05, gt=0.0, description="τ of the imputation softmax over cosine similarities (chosen on the valid "
         "split's unseen rows: 0.05 vs 0.02/0.1/0.3).")
+    impute_space: Literal["llm", "encoder"] = Field(
+        "llm", description="Where the imputer measures similarity: the frozen LLM vectors, or the scene "
+        "encoder's per-feature tokens (its learnt projection of them, trained by the click loss). 'encoder' "
+        "helped the Transformer rows on LARR vectors on valid unseen rows (+0.003) but not MiniLM's (−0.001) or "
+        "the untuned LLM's, and cost meanpool/untuned 0.008 on test unseen rows: not the default.")
+    impute_prior_rows: float = Field(
+        30.0, ge=0.0, description="h, the weight of the LLM prior on *seen* scene IDs, in train rows (with "
+        "impute_unseen_ids, at evaluation and serving): a value seen in n train rows gets (n·e + h·prior)/(n + h), "
+        "prior = the mix of its LLM neighbours' ID embeddings (what an unseen value gets: the n = 0 case). "
+        "Rare values lean on their name, frequent ones keep their own. 0 = unseen values only. 30 was chosen on "
+        "the valid split's rare rows, 3 world seeds × 5 seeds, every LLM row (grid 0/30/100/300/1000: 30 best "
+        "for each; 300 and more hurt every slice).")
     scene_encoder: Literal["none", "transformer", "meanpool", "whole_text"] = Field(
         "transformer", description="LARR scene module over frozen LLM vectors; 'none' = no LLM input.")
     scene_dim: int = Field(64, ge=1, description="Width d of the scene encoder tokens.")

@@ -229,10 +229,12 @@ def test_raw_llm_vectors_override_the_table_and_dedup_is_exact():
     torch.testing.assert_close(model(raw).logit, model(batch).logit)
 
 
-def _imputing_model(**over):
+def _imputing_model(value_rows=None, **over):
     """Feature a: values (seen as ID 1, seen as ID 2, never seen) in table rows 1-3; b: rows 4-5 (IDs 1, 2);
-    c: rows 6-7, a bucketed float feature (-1: its IDs are buckets, never imputed)."""
-    dims = ModelDims(**{**_dims(table=8).__dict__, "scene_vocab_ids": [[1, 2, 0], [1, 2], [-1, -1]]})
+    c: rows 6-7, a bucketed float feature (-1: its IDs are buckets, never imputed). ``value_rows``: train
+    rows of each value (ModelDims.scene_value_rows)."""
+    dims = ModelDims(**{**_dims(table=8).__dict__, "scene_vocab_ids": [[1, 2, 0], [1, 2], [-1, -1]],
+                        "scene_value_rows": value_rows})
     table = torch.randn(8, 12)
     table[0] = 0  # the unknown value's row, as in every LLM table
     table[3] = 5 * table[2] + 0.01 * torch.randn(12)  # the unseen value "means" what seen ID 2 means
@@ -269,6 +271,49 @@ def test_imputation_leaves_seen_ids_and_bucketed_features_alone():
         torch.testing.assert_close(on(batch).logit, off(batch).logit)
     # a value missing from the request (row 0) has no vector: it stays the unknown ID
     torch.testing.assert_close(on(_scene_batch(a_id=0, a_row=0)).logit, off(_scene_batch(a_id=0, a_row=0)).logit)
+
+
+def _field_a_embedding(model, batch) -> torch.Tensor:
+    """Feature a's field embedding as the backbone sees it (after the imputer)."""
+    ids = batch["x"][:, model.used]
+    emb = model.imputer(model.embedding(ids), ids, model.embedding.tables, model.scene_llm, batch["scene"])
+    return emb[0, model.imputer.cols[0]]
+
+
+def test_rare_seen_id_is_shrunk_towards_its_llm_prior_and_frequent_one_is_not():
+    h = 30.0
+    model = _imputing_model(value_rows=[[10, 100_000, 0], [5, 5], [0, 0]], impute_prior_rows=h)
+    weight = model.embedding.tables[model.imputer.cols[0]].weight.detach()
+    e1, e2 = weight[1], weight[2]
+    # ID 1 (10 rows): its prior is the mixture of the *other* seen values — here ID 2 alone
+    torch.testing.assert_close(_field_a_embedding(model, _scene_batch(a_id=1, a_row=1)), (10 * e1 + h * e2) / (10 + h))
+    # ID 2 (100k rows) keeps (almost exactly) its own embedding
+    torch.testing.assert_close(_field_a_embedding(model, _scene_batch(a_id=2, a_row=2)),
+                               (100_000 * e2 + h * e1) / (100_000 + h))
+    assert torch.allclose(_field_a_embedding(model, _scene_batch(a_id=2, a_row=2)), e2, atol=1e-3)
+    # h = 0 or no recorded rows: seen IDs untouched
+    for off in (_imputing_model(value_rows=[[10, 100_000, 0], [5, 5], [0, 0]], impute_prior_rows=0.0),
+                _imputing_model(value_rows=None, impute_prior_rows=h)):
+        off.load_state_dict(model.state_dict())
+        torch.testing.assert_close(_field_a_embedding(off, _scene_batch(a_id=1, a_row=1)), e1)
+
+
+def test_shrinkage_only_at_evaluation_and_unseen_values_mix_the_shrunk_embeddings():
+    h = 30.0
+    rows = [[10, 20, 0], [5, 5], [0, 0]]
+    model = _imputing_model(value_rows=rows, impute_prior_rows=h, impute_temperature=0.01)
+    plain = _imputing_model(impute_prior_rows=h)  # same weights (same seed), no recorded rows: no shrinkage
+    plain.load_state_dict(model.state_dict())
+    for batch in (_scene_batch(a_id=1, a_row=1), _scene_batch(a_id=2, a_row=2)):
+        model.train(), plain.train()
+        torch.testing.assert_close(model(batch).logit, plain(batch).logit)  # training: the IDs' own embeddings
+        model.eval(), plain.eval()
+        assert not torch.allclose(model(batch).logit, plain(batch).logit, atol=1e-5)
+    weight = model.embedding.tables[model.imputer.cols[0]].weight.detach()
+    e1, e2 = weight[1], weight[2]
+    shrunk_2 = (20 * e2 + h * e1) / (20 + h)
+    # the never-seen value (row 3) is an LLM neighbour of ID 2: at τ = 0.01 it takes ID 2's *shrunk* embedding
+    torch.testing.assert_close(_field_a_embedding(model, _scene_batch(a_id=0, a_row=3)), shrunk_2, atol=1e-4, rtol=0)
 
 
 def test_save_load_identical_predictions(tmp_path):

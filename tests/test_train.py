@@ -123,6 +123,21 @@ def test_train_model_writes_model_metrics_and_logs(quick_run):
     assert any((quick_run / "logs" / "stage3" / "whole_text" / "seed0").iterdir())  # TensorBoard events
 
 
+def test_trained_model_records_train_rows_of_each_scene_value(quick_run):
+    """The imputer's prior weights (n vs impute_prior_rows) come from the train split, saved with the model."""
+    from larr.rec.train import scene_counts
+
+    train_model(rec_cfg("rec.epochs=1"), quick_run, "larr", seed=0)
+    loaded = load_model(quick_run / "stage3" / "larr_seed0")
+    spec, splits, _ = load_features(quick_run)
+    counts = scene_counts(spec, splits)
+    rows, ids = loaded.dims.scene_value_rows, loaded.dims.scene_vocab_ids
+    assert rows is not None and len(rows) == len(ids) == len(counts)
+    for k_rows, k_ids, c in zip(rows, ids, counts):
+        assert k_rows == [int(c[i]) if i > 0 else 0 for i in k_ids]
+    assert any(r > 0 for k in rows for r in k) and loaded.imputer.shrunk  # some feature's seen values get the prior
+
+
 def test_every_row_maps_to_its_overrides_and_store():
     cfg = rec_cfg("experiment.larr_encoder=larr")
     stores = {name: model_setup(cfg, name)[1] for name in ROWS}

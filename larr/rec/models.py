@@ -56,14 +56,20 @@ class ModelDims:
     # Per scene feature, per value (scene-table order): its ID in the feature's vocabulary, 0 when the value
     # never occurs in train, -1 when the feature's IDs are buckets of values (float features).
     scene_vocab_ids: list[list[int]] | None = None
+    # Per scene feature, per value (same order): the train rows that hold it (0 when never seen) — how much
+    # its ID embedding could learn; None for models saved before it was recorded (no prior on seen IDs).
+    scene_value_rows: list[list[int]] | None = None
 
     @classmethod
-    def from_spec(cls, spec: FeatureSpec, llm_dim: int) -> "ModelDims":
+    def from_spec(cls, spec: FeatureSpec, llm_dim: int, counts: list[torch.Tensor] | None = None) -> "ModelDims":
+        """``counts``: train rows per vocabulary index of each scene ID field (:func:`larr.rec.slices.train_counts`)."""
         vocab = {f.name: {v: i + 1 for i, v in enumerate(f.vocab)} for f in spec.fields}
         ids = [[-1 if n in spec.buckets else vocab[f"scene:{n}"].get(v, 0) for v in spec.scene_values[n]]
                for n in spec.scene_names]
+        rows = None if counts is None else [[int(c[i]) if i > 0 else 0 for i in k_ids]
+                                            for k_ids, c in zip(ids, counts)]
         return cls(spec.field_names, [f.side for f in spec.fields], spec.vocab_sizes, len(spec.scene),
-                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids)
+                   spec.scene_table().size, spec.scene_table(whole=True).size, llm_dim, ids, rows)
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -195,23 +201,34 @@ class WholeSceneEncoder(nn.Module):
 
 
 class UnseenIDImputer(nn.Module):
-    """Gives a scene value never seen in training an ID embedding read from its LLM vector.
+    """Gives a scene value's ID embedding an LLM prior: imputes never-seen values, shrinks rare ones.
 
-    An ID model maps every such value ("typhoon") to the one unknown ID, whose embedding was never
+    An ID model maps every never-seen value ("typhoon") to the one unknown ID, whose embedding was never
     trained: whatever it learnt about weather is lost exactly where the scene is new. With the value's
-    cached LLM vector we can do better at no serving cost: its ID embedding becomes the mixture of the
-    *seen* values' ID embeddings weighted by LLM similarity, ``softmax(cos(v, v_seen) / τ)`` — typhoon
-    borrows what the model learnt for thunderstorm and heavy rain. Seen values are untouched, so
-    training is unchanged (vocabularies come from train, where no value is unknown); only rows whose ID
-    is unknown and whose value has a vector are rewritten. The vectors are the model's standardised
-    per-feature table, or the ``scene_llm`` vectors passed in when serving a value not in the table.
+    cached LLM vector we can do better at no serving cost: its ID embedding becomes the *prior* of the
+    value — the mixture of the seen values' ID embeddings weighted by LLM similarity,
+    ``softmax(cos(v, v_seen) / τ)`` — typhoon borrows what the model learnt for thunderstorm and heavy rain.
+
+    A value seen in only ``n`` train rows has an ID embedding fitted on a handful of clicks; with
+    ``prior_rows = h > 0`` it is shrunk towards its prior (computed from the *other* seen values):
+    ``(n·e + h·prior) / (n + h)`` — a posterior mean in which the LLM prior counts as ``h`` rows. Frequent
+    values keep their own embedding (n ≫ h); a never-seen value is the case n = 0, the imputation above
+    (whose mixture then reads the shrunk embeddings). Needs the train rows per value
+    (``ModelDims.scene_value_rows``); without them only never-seen values are rewritten.
+
+    Training is unchanged (it runs in eval mode: evaluation, serving). Only rows whose value has a vector
+    are rewritten. The vectors are the model's standardised per-feature table, or the ``scene_llm``
+    vectors passed in when serving a value not in the table.
     """
 
-    def __init__(self, vocab_ids: list[list[int]], cols: list[int], temperature: float) -> None:
-        """``cols[k]``: the embedding field (column of the model's used fields) of scene feature k."""
+    def __init__(self, vocab_ids: list[list[int]], cols: list[int], temperature: float, prior_rows: float = 0.0,
+                 value_rows: list[list[int]] | None = None) -> None:
+        """``cols[k]``: the embedding field (column of the model's used fields) of scene feature k;
+        ``value_rows[k]``: train rows of each of its values (:class:`ModelDims`)."""
         super().__init__()
         self.cols, self.temperature = cols, temperature
         self.features: list[int] = []  # features with IDs of their own and at least one seen value
+        self.shrunk: list[int] = []  # of them, features whose seen values get the prior (two seen values or more)
         start = 1  # row 0 of the table is the unknown value
         for k, ids in enumerate(vocab_ids):
             ids_t = torch.tensor(ids, dtype=torch.long)
@@ -220,21 +237,46 @@ class UnseenIDImputer(nn.Module):
                 self.features.append(k)
                 self.register_buffer(f"seen_rows_{k}", torch.arange(start, start + len(ids))[seen], persistent=False)
                 self.register_buffer(f"seen_ids_{k}", ids_t[seen], persistent=False)
+                if prior_rows > 0 and value_rows is not None and int(seen.sum()) > 1:
+                    self.shrunk.append(k)
+                    n = torch.tensor(value_rows[k], dtype=torch.float32)[seen]
+                    self.register_buffer(f"shrink_{k}", (prior_rows / (n + prior_rows))[:, None], persistent=False)
+                    pos = torch.full((int(ids_t.max()) + 1,), -1, dtype=torch.long)  # ID → index among the seen
+                    pos[ids_t[seen]] = torch.arange(int(seen.sum()))
+                    self.register_buffer(f"seen_pos_{k}", pos, persistent=False)
             start += len(ids)
 
+    def _seen_embeddings(self, k: int, weight: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """(S, d) ID embeddings of feature k's seen values, shrunk towards their leave-one-out LLM prior."""
+        own = weight[getattr(self, f"seen_ids_{k}")]
+        if k not in self.shrunk:
+            return own
+        sim = (seen @ seen.T / self.temperature).masked_fill(torch.eye(len(seen), dtype=torch.bool,
+                                                                       device=seen.device), float("-inf"))
+        prior = torch.softmax(sim, dim=-1) @ own
+        a = getattr(self, f"shrink_{k}")
+        return (1 - a) * own + a * prior
+
     def forward(self, emb: torch.Tensor, ids: torch.Tensor, tables: nn.ModuleList, table: torch.Tensor,
-                rows: torch.Tensor | None, vectors: torch.Tensor | None = None) -> torch.Tensor:
+                rows: torch.Tensor | None, vectors: torch.Tensor | None = None,
+                key: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """``emb``/``ids``: (B, n_fields, d)/(B, n_fields); each row's per-feature vectors are ``table[rows]`` or, when given, ``vectors`` (B, F, D) — or
         (1, F, D), one scene shared by all B rows (serving), imputed once and broadcast; an all-zero
-        vector (the table's row 0) means the value is missing.
+        vector (the table's row 0) means the value is missing. ``key`` maps vectors into the space where
+        similarity is measured (the scene encoder's token projection, ``impute_space="encoder"``).
 
         Branch-free (every row is computed, then selected), so it traces and exports to ONNX as is."""
+        key = key or (lambda t: t)
         fields = list(emb.unbind(1))
         for k in self.features:
             v, col = (vectors[:, k] if vectors is not None else table[rows[:, k]]), self.cols[k]
-            seen = F.normalize(table[getattr(self, f"seen_rows_{k}")], dim=-1)
-            weights = torch.softmax(F.normalize(v, dim=-1) @ seen.T / self.temperature, dim=-1)
-            imputed = weights @ tables[col].weight[getattr(self, f"seen_ids_{k}")]
+            seen = F.normalize(key(table[getattr(self, f"seen_rows_{k}")]), dim=-1)
+            known = self._seen_embeddings(k, tables[col].weight, seen)
+            if k in self.shrunk:  # seen IDs: their shrunk embedding
+                pos = getattr(self, f"seen_pos_{k}")[ids[:, col].clamp(max=len(getattr(self, f"seen_pos_{k}")) - 1)]
+                fields[col] = torch.where((pos >= 0)[:, None], known[pos.clamp(min=0)], fields[col])
+            weights = torch.softmax(F.normalize(key(v), dim=-1) @ seen.T / self.temperature, dim=-1)
+            imputed = weights @ known
             todo = (ids[:, col] == 0) & (v.abs().sum(-1) > 0)
             fields[col] = torch.where(todo[:, None], imputed, fields[col])
         return torch.stack(fields, dim=1)
@@ -286,7 +328,8 @@ class CTRModel(nn.Module):
         if cfg.impute_unseen_ids and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool") \
                 and dims.scene_vocab_ids is not None:
             scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
-            self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature)
+            self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature,
+                                           cfg.impute_prior_rows, dims.scene_value_rows)
         # Diagnostics only (larr.rec.probe): a function applied to the scene vector before the backbone.
         self.scene_probe: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.backbone: nn.Module = build_backbone(cfg.backbone, in_dim, cfg)
@@ -334,7 +377,8 @@ class CTRModel(nn.Module):
         # Training rows never hold an unknown ID with a vector (vocabularies come from train), so the
         # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
         if self.imputer is not None and not self.training:
-            emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, rows, vectors)
+            key = self.scene_encoder.proj if self.cfg.impute_space == "encoder" else None
+            emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, rows, vectors, key)
         scene = None
         if self.scene_encoder is not None:
             scene = self.scene_vector(rows, vectors).expand(x.shape[0], -1)

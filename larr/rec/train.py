@@ -561,7 +561,8 @@ def _train_model(cfg: Config, run_dir: Path, name: str, seed: int, data_dir: Pat
     if raw_table is not None and rec.llm_standardize:
         table = spec.scene_table(whole).standardize(raw_table)
     torch.manual_seed(seed)
-    model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim), table).to(device)
+    counts = scene_counts(spec, splits) if counts is None else counts  # streaming: from its vocabulary pass
+    model = CTRModel(rec, ModelDims.from_spec(spec, llm_dim, counts), table).to(device)
     rid = run_id or layout.run_name(name, seed)
     log_dir = layout.log_dir(run_dir, layout.STAGE3) / (run_id or Path(name) / f"seed{seed}")
     result = fit(model, rec, splits, seed=seed, ckpt_dir=layout.stage3_ckpt(run_dir, rid),
