@@ -170,7 +170,7 @@ class RunSettings:
     """How encoders run in one context: ``dtype`` of the LLM encoders, ``max_length`` (tokens) of
     the raw last-token ones, texts per forward pass."""
 
-    dtype: Literal["float32", "bfloat16"]
+    dtype: Literal["auto", "float32", "bfloat16"]
     max_length: int
     batch_size: int
 

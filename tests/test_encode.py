@@ -196,14 +196,24 @@ def test_bfloat16_close_to_float32(gqa_dir, packed):
     assert next(model.base.parameters()).dtype == torch.float32  # the model itself is untouched
 
 
-def test_dtype_resolution():
-    from larr.llm.encode import resolve_dtype
+def test_dtype_resolution(monkeypatch, tmp_path):
+    from larr import device as device_mod
+    from larr.llm import encode
+    from larr.llm.pretrain import use_bf16
 
     cpu = torch.device("cpu")
-    assert resolve_dtype("float32", cpu) == torch.float32
-    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
-    assert resolve_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
-    assert resolve_dtype(torch.float16, cpu) == torch.float16
+    assert encode.resolve_dtype("float32", cpu) == torch.float32
+    assert encode.resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert encode.resolve_dtype(torch.float16, cpu) == torch.float16
+    # auto follows the CPU's flags: emulated bf16 (AVX2, plain AVX-512) is far slower than float32
+    for flags, native in ((" fpu avx avx2\n", False), (" avx512f avx512_bf16\n", True), (" amx_bf16 amx_tile\n", True)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"flags\t:{flags}")
+        monkeypatch.setattr(device_mod, "Path", lambda _p, f=cpuinfo: f)
+        assert device_mod.native_bf16(cpu) is native
+        assert encode.resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+        assert use_bf16("auto", cpu) is native
+    assert use_bf16("fp32", cpu) is False and use_bf16("bf16", cpu) is True
 
 
 def test_packed_supports_only_llama_family(gqa_dir):

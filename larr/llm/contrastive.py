@@ -54,7 +54,7 @@ from larr.config import Config, ContrastiveConfig
 from larr.distributed import Dist, distributed, wrap_ddp
 from larr.errors import LarrError
 from larr.llm.embedding_model import EmbeddingModel
-from larr.llm.encode import length_buckets
+from larr.llm.encode import length_buckets, resolve_dtype
 from larr.llm.tokens import EMB_TOKEN
 from larr.losses import info_nce
 from larr.train_utils import progress_bar, tb_writer, total_steps
@@ -285,7 +285,7 @@ def train(
     split = Split.of(model.base, cc.trainable_layers)
     t0 = time.perf_counter()
     ids = tokenize(model, texts)
-    dtype = torch.bfloat16 if cc.cache_dtype == "bfloat16" else torch.float32
+    dtype = resolve_dtype(cc.cache_dtype, device)
     states = shared_frozen_states(model, ids, split, dtype, device, dist, progress=progress)
     cache_seconds = time.perf_counter() - t0
     stats = fit(model, indexed, states, split, cfg, device, log_dir, progress, dist)
@@ -477,6 +477,7 @@ def _run(cfg: Config, run_dir: Path, data_dir: Path, progress: bool, evaluate: b
     result: dict[str, Any] = {
         "train_seconds": round(stats.seconds, 1),
         "cache_seconds": round(stats.cache_seconds, 1),
+        "cache_dtype": str(resolve_dtype(cfg.contrastive.cache_dtype, device)).removeprefix("torch."),
         "steps": stats.steps,
         "first_loss": round(stats.first_loss, 4),
         "last_loss": round(stats.last_loss, 4),

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from larr.device import resolve_device
+from larr.device import native_bf16, resolve_device
 from larr.llm.embedding_model import EmbeddingModel, last_token_hidden
 from larr.llm.packed import PackedDecoder
 from larr.train_utils import progress_bar
@@ -29,26 +29,13 @@ DType = Literal["auto", "float32", "bfloat16"]
 
 
 def resolve_dtype(dtype: DType | torch.dtype, device: torch.device) -> torch.dtype:
-    """``"auto"``: bfloat16 where matmuls have native bf16 support (CUDA with bf16, CPUs with
-    AVX512-BF16 or AMX per oneDNN), else float32."""
+    """``"auto"``: bfloat16 where matmuls have native bf16 support (:func:`larr.device.native_bf16`),
+    else float32."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        native = device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16()
-        return torch.bfloat16 if native else torch.float32
+        return torch.bfloat16 if native_bf16(device) else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-
-
-def _cpu_has_bf16() -> bool:
-    """Native bf16 dot products (avx512_bf16 or AMX); oneDNN's own check passes on plain AVX-512
-    too, where bf16 is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 # ---------------------------------------------------------------------------- inference
