@@ -117,6 +117,7 @@ def test_tiny_run_lowers_loss_and_saves_a_sentence_transformers_folder(tmp_path:
     stats = C.train(model, data.train, cfg, torch.device("cpu"), log_dir=tmp_path / "logs", progress=False)
     after = _pair_loss(model, us.left, us.right, 0.1)
     assert stats.steps == 30 and stats.last_loss < stats.first_loss
+    assert stats.cache_dtype == "float32"  # what the cache was computed in, as the stage-2 report records it
     assert after < before
     assert any((tmp_path / "logs").iterdir())  # TensorBoard events
 

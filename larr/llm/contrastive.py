@@ -271,6 +271,7 @@ class TrainStats:
     last_loss: float
     texts: int
     tokens: int
+    cache_dtype: str = ""  # what the frozen-layer cache was computed in (set by train)
 
 
 def train(
@@ -291,6 +292,7 @@ def train(
     stats = fit(model, indexed, states, split, cfg, device, log_dir, progress, dist)
     stats.cache_seconds, stats.seconds = cache_seconds, time.perf_counter() - t0
     stats.texts, stats.tokens = len(texts), sum(len(x) for x in ids)
+    stats.cache_dtype = str(dtype).removeprefix("torch.")
     return stats
 
 
@@ -477,7 +479,7 @@ def _run(cfg: Config, run_dir: Path, data_dir: Path, progress: bool, evaluate: b
     result: dict[str, Any] = {
         "train_seconds": round(stats.seconds, 1),
         "cache_seconds": round(stats.cache_seconds, 1),
-        "cache_dtype": str(resolve_dtype(cfg.contrastive.cache_dtype, device)).removeprefix("torch."),
+        "cache_dtype": stats.cache_dtype,
         "steps": stats.steps,
         "first_loss": round(stats.first_loss, 4),
         "last_loss": round(stats.last_loss, 4),
