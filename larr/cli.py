@@ -74,12 +74,15 @@ def data_synth(
         str, typer.Option(help="World size: quick (seconds, tests) | demo (≈300k rows) | large (≥20M rows).")
     ] = "demo",
     seed: Annotated[int, typer.Option(help="Generator seed; the same seed gives byte-identical tables.")] = 0,
+    descriptions: Annotated[bool, typer.Option(
+        help="Write each landmark's category and each event's kind into dataset.json (read with the value's name).")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Generate the embedded food-delivery world: shops, users, impressions with scene features."""
     from larr.data.synth import generate
 
-    summary = generate(out, preset=preset, seed=seed, progress=progress)
+    summary = generate(out, preset=preset, seed=seed, progress=progress, descriptions=descriptions)
     Console().print(world_table(summary))
     console.print(f"[green]wrote[/] {out}")
 

@@ -33,6 +33,9 @@ class DataConfig(_Strict):
         "demo", description="Size of the generated world (synth only)."
     )
     seed: int | None = Field(None, description="Generator seed; defaults to the top-level seed.")
+    descriptions: bool = Field(
+        False, description="synth only: dataset.json carries each landmark's category and each event's kind, "
+        "read after the value's name by every encoder (larr.data.synth.described_features).")
 
     @model_validator(mode="after")
     def _dir_with_source(self) -> "DataConfig":

@@ -31,7 +31,7 @@ def run_data(cfg: Config, run_dir: Path) -> dict:
     if cfg.data.source == "synth":
         from larr.data.synth import generate
 
-        summary = generate(data_dir, preset=cfg.data.preset, seed=cfg.data_seed)
+        summary = generate(data_dir, preset=cfg.data.preset, seed=cfg.data_seed, descriptions=cfg.data.descriptions)
     else:
         from larr.data.movielens import convert
 

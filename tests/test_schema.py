@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from larr.data.schema import SchemaError, read_scene_features, validate_dir
+from larr.data.schema import SchemaError, read_scene_features, validate_dir, write_dataset_meta
 
 
 def _rewrite(path: Path, fn) -> None:
@@ -24,6 +26,27 @@ def test_scene_features_render(tiny_data):
     feats = read_scene_features(tiny_data)
     assert [f.name for f in feats] == ["weather", "hour"]
     assert feats[1].render(13) == "hour: 13:00"
+
+
+def test_value_descriptions_are_read_after_the_name_and_round_trip(tiny_data):
+    feats = read_scene_features(tiny_data)
+    assert "descriptions" not in feats[0].to_json()  # nothing to say: dataset.json stays as it was
+    described = [replace(feats[0], descriptions={"heavy rain": "rain over 8 mm an hour"}), feats[1]]
+    write_dataset_meta(tiny_data, described, name="tiny")
+    back = read_scene_features(tiny_data)
+    assert back == described
+    assert back[0].render("heavy rain") == "weather: heavy rain (rain over 8 mm an hour)"
+    assert back[0].render("sunny") == "weather: sunny"  # a value without a description: its name alone
+    assert back[1].render(np.int64(13)) == "hour: 13:00"
+    validate_dir(tiny_data)
+
+
+def test_malformed_value_descriptions(tiny_data):
+    meta = json.loads((tiny_data / "dataset.json").read_text())
+    meta["scene_features"][0]["descriptions"] = {"heavy rain": 3}
+    (tiny_data / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(SchemaError, match="scene feature 'weather': descriptions must map"):
+        validate_dir(tiny_data)
 
 
 @pytest.mark.parametrize(

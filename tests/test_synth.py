@@ -107,6 +107,25 @@ def test_same_seed_gives_byte_identical_files(quick, tmp_path):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
 
 
+def test_descriptions_name_each_long_tail_value_and_change_nothing_else(quick, tables, tmp_path):
+    out, _ = quick
+    S.generate(tmp_path, preset="quick", seed=0, progress=False, descriptions=True)
+    for name in set(FILES) - {"dataset.json"}:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    feats = {f.name: f for f in read_scene_features(tmp_path)}
+    assert {n for n, f in feats.items() if f.descriptions} == set(W.LONG_TAIL_FEATURES)
+    landmark_types = {t.name for t in W.LANDMARK_TYPES}
+    event_types = {t.name for t in W.EVENT_TYPES}
+    imp = tables["impressions"]
+    for value in imp["landmark"].unique():
+        assert feats["landmark"].descriptions[value] in landmark_types
+        assert feats["landmark"].render(value) == f"nearby landmark: {value} ({feats['landmark'].descriptions[value]})"
+    for value in set(imp["event"].unique()) - {"none"}:
+        assert feats["event"].descriptions[value] in event_types
+    assert feats["event"].render("none") == "local event: none"
+    assert feats["weather"].render("heavy rain") == "weather: heavy rain"
+
+
 def test_different_seed_gives_a_different_world(quick, tmp_path):
     out, _ = quick
     S.generate(tmp_path, preset="quick", seed=1, progress=False)

@@ -19,13 +19,14 @@ Every check raises :class:`SchemaError` with one line naming the file and the co
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from larr.data.scene import canonical_value
 from larr.errors import LarrError
 
 Kind = Literal["int", "float", "str", "bool"]
@@ -51,16 +52,29 @@ class SceneFeature:
     """One real-time scene feature: a column of ``impressions`` rendered as its own text.
 
     ``template`` is a ``str.format`` pattern with ``{value}``; LARR encodes each distinct
-    rendered text once with the frozen LLM and caches it.
+    rendered text once with the frozen LLM and caches it. ``descriptions`` (optional) maps a value
+    (its :func:`~larr.data.scene.canonical_value`) to what the platform knows about it beyond its
+    name — a landmark's category, an event's kind —, read after the name by every encoder alike:
+    ``nearby landmark: Maple Garden, block 3 (residential compound)``.
     """
 
     name: str
     kind: Kind
     template: str
     doc: str = ""
+    descriptions: dict[str, str] = field(default_factory=dict, hash=False)
 
     def render(self, value: object) -> str:
-        return self.template.format(value=value)
+        text = self.template.format(value=value)
+        desc = self.descriptions.get(canonical_value(value))
+        return f"{text} ({desc})" if desc else text
+
+    def to_json(self) -> dict:
+        """Its entry in ``dataset.json`` (``descriptions`` only when there are any)."""
+        d = asdict(self)
+        if not self.descriptions:
+            del d["descriptions"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -137,7 +151,7 @@ def impressions_table(scene: list[SceneFeature]) -> Table:
 def write_dataset_meta(data_dir: Path, scene: list[SceneFeature], **facts: object) -> None:
     from larr.io import atomic_write_text
 
-    meta = {"scene_features": [asdict(f) for f in scene], **facts}
+    meta = {"scene_features": [f.to_json() for f in scene], **facts}
     atomic_write_text(Path(data_dir) / DATASET_FILE, json.dumps(meta, indent=2) + "\n")
 
 
@@ -150,6 +164,10 @@ def read_scene_features(data_dir: Path) -> list[SceneFeature]:
         feats = [SceneFeature(**f) for f in meta["scene_features"]]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise SchemaError(f"{path}: malformed scene_features ({e})") from None
+    for f in feats:
+        d = f.descriptions
+        if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()):
+            raise SchemaError(f"{path}: scene feature '{f.name}': descriptions must map value strings to strings")
     if not feats:
         raise SchemaError(f"{path}: scene_features is empty")
     return feats

@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from larr.data import world as W
-from larr.data.schema import SHOPS, SPLITS, USERS, Table, impressions_table, write_dataset_meta
+from larr.data.schema import SHOPS, SPLITS, USERS, SceneFeature, Table, impressions_table, write_dataset_meta
 from larr.errors import LarrError
 from larr.io import atomic_path, atomic_write_text, write_parquet
 
@@ -1287,11 +1287,23 @@ def cuisine_attributes_table() -> pa.Table:
 # ---------------------------------------------------------------------------- entry point
 
 
-def generate(out_dir: Path, preset: str | Preset = "demo", seed: int = 0, progress: bool = True) -> dict:
+def described_features(world: World) -> list[SceneFeature]:
+    """The scene features with what a platform knows of each long-tail value beyond its name: a
+    landmark's category (its :class:`~larr.data.world.LandmarkType`), an event's kind. Only words
+    a POI or event table would hold; the hidden attribute vectors stay hidden."""
+    kinds = {"landmark": {n: W.LANDMARK_TYPES[k].name for n, k in zip(world.landmarks.name, world.landmarks.kind)},
+             "event": {n: W.EVENT_TYPES[k].name for n, k in zip(world.events.name, world.events.kind) if k >= 0}}
+    return [replace(f, descriptions=kinds[f.name]) if f.name in kinds else f for f in SCENE_FEATURES]
+
+
+def generate(out_dir: Path, preset: str | Preset = "demo", seed: int = 0, progress: bool = True,
+             descriptions: bool = False) -> dict:
     """Write the world of (preset, seed) into ``out_dir`` and return its summary.
 
     Files: shops/users/impressions.parquet, scene_attributes.parquet, cuisine_attributes.parquet,
     world.json and, last, dataset.json. Each file is written atomically; same seed, same bytes.
+    ``descriptions``: dataset.json also carries each landmark's category and each event's kind
+    (:func:`described_features`); the tables are the same bytes either way.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -1315,7 +1327,8 @@ def generate(out_dir: Path, preset: str | Preset = "demo", seed: int = 0, progre
     facts = world_facts(world, sink, name)
     atomic_write_text(out_dir / "world.json", json.dumps(facts, indent=2, ensure_ascii=False) + "\n")
     write_dataset_meta(
-        out_dir, SCENE_FEATURES, name="synth", preset=name, seed=seed, label="click",
+        out_dir, described_features(world) if descriptions else SCENE_FEATURES, name="synth", preset=name, seed=seed,
+        label="click",
         split="by day: first 75% train, next 10% valid, last 15% test",
         period=facts["period"], timezone="city local time, written as UTC", documentation="docs/world.md",
     )
