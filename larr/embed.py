@@ -109,16 +109,18 @@ def open_fresh_store(path: Path, ident: str, dist: Dist | None = None) -> DiskSt
 
 def encode_missing(store: DiskStore, texts: dict[str, str], get_encoder: Callable[[], TextEncoder],
                    budget_s: float | None = None, dist: Dist | None = None) -> dict[str, float | int | bool]:
-    """Encode the keys of ``texts`` that ``store`` lacks, in chunks, within ``budget_s`` seconds.
+    """Encode the keys of ``texts`` that ``store`` lacks or holds from another text (``stale``: the
+    data's rendering changed since), in chunks, within ``budget_s`` seconds.
 
-    Returns counts (``texts``, ``encoded``, ``cached``, ``left``) and the encoding ``seconds``.
+    Returns counts (``texts``, ``encoded``, ``cached``, ``stale``, ``left``) and the encoding ``seconds``.
     The encoder is built only when something is missing (loading an LLM is itself seconds).
     ``dist``: each rank encodes its share of every chunk; rank 0 puts the gathered vectors.
     """
     dist = dist or Dist()
-    todo = store.missing(texts)
+    stale = set(store.stale(texts))
+    todo = [k for k in texts if k in stale or k not in store]
     stats: dict[str, float | int | bool] = {"texts": len(texts), "cached": len(texts) - len(todo), "encoded": 0,
-                                            "seconds": 0.0}
+                                            "stale": len(stale), "seconds": 0.0}
     if todo:
         get_encoder()  # load outside the clock: ``seconds`` is encoding time only
     start = time.perf_counter()
@@ -129,7 +131,7 @@ def encode_missing(store: DiskStore, texts: dict[str, str], get_encoder: Callabl
         keys = todo[i:i + CHUNK]
         vecs = _encode_shared(get_encoder, [texts[k] for k in keys], dist)
         if dist.main:
-            store.put_many(dict(zip(keys, vecs)))
+            store.put_many(dict(zip(keys, vecs)), texts)
         stats["encoded"] += len(keys)
     stats["seconds"] = round(time.perf_counter() - start, 3)
     stats["left"] = len(todo) - int(stats["encoded"])
@@ -221,7 +223,9 @@ def _run(cfg: Config, run_dir: Path, data_dir: Path, encoders: dict[str, TextEnc
 
 def _summary_line(name: str, stats: dict) -> str:
     kinds = [k for k in ("scene", "shops", "whole") if k in stats]
-    done = ", ".join(f"{k} {stats[k]['encoded']:,} encoded / {stats[k]['cached']:,} cached" for k in kinds)
+    done = ", ".join(f"{k} {stats[k]['encoded']:,} encoded / {stats[k]['cached']:,} cached"
+                     + (f" ({stats[k]['stale']:,} re-encoded: their text changed)" if stats[k].get("stale") else "")
+                     for k in kinds)
     line = f"embed: {name} (dim {stats['dim']}): {done}"
     if "whole" in stats:
         w = stats["whole"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from larr import embed
 from larr.config import load_config
 from larr.data.scene import scene_key, shop_key, whole_scene_key
+from larr.data.schema import read_scene_features, write_dataset_meta
 from larr.rec.features import build_spec, load_frame
 from larr.report import read_report
 from larr.store import DiskStore
@@ -78,6 +80,26 @@ def test_new_value_costs_one_call_and_other_encoder_rebuilds(tiny_data, tmp_path
     with pytest.warns(UserWarning, match="re-encoding"):
         embed.run(_cfg("embed.whole_scene=[]"), run, data_dir=tiny_data, encoders={"larr": other}, log=lambda m: None)
     assert len(other.calls) == 5 and DiskStore(run / "embeddings" / "larr").encoder == "stub:2"
+
+
+def test_a_value_whose_text_changed_is_encoded_again(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    embed.run(_cfg("embed.whole_scene=[]"), run, data_dir=tiny_data, encoders={"larr": StubEncoder()},
+              log=lambda m: None)
+    feats = read_scene_features(tiny_data)
+    described = [replace(feats[0], descriptions={"heatwave": "above 35 degrees"}), *feats[1:]]
+    write_dataset_meta(tiny_data, described, name="tiny")  # the key stays scene/weather/heatwave
+    enc = StubEncoder()
+    result = embed.run(_cfg("embed.whole_scene=[]"), run, data_dir=tiny_data, encoders={"larr": enc},
+                       log=lambda m: None)
+    assert enc.calls == ["weather: heatwave (above 35 degrees)"]
+    assert result["encoders"]["larr"]["scene"]["stale"] == 1 and result["encoders"]["larr"]["scene"]["cached"] == 3
+    key = scene_key("weather", "heatwave")
+    got = DiskStore(run / "embeddings" / "larr").get_many([key])[key]
+    np.testing.assert_array_equal(got, stub_vector("weather: heatwave (above 35 degrees)"))
+    again = StubEncoder()
+    embed.run(_cfg("embed.whole_scene=[]"), run, data_dir=tiny_data, encoders={"larr": again}, log=lambda m: None)
+    assert again.calls == []  # the new text is now the one on record
 
 
 def test_missing_stage2_is_skipped_with_a_warning(tiny_data, tmp_path):

@@ -183,3 +183,13 @@ def test_neighbours_rank_within_the_key_group_after_centring(tmp_path):
         neighbours(tmp_path / "s", "scene/hour/12")
     r = CliRunner().invoke(app, ["store", "neighbours", str(tmp_path / "s"), "scene/weather/typhoon", "-k", "1"])
     assert r.exit_code == 0 and r.output.split() == [f"{near[0][1]:+.3f}", "scene/weather/storm"]
+
+
+def test_disk_store_remembers_the_text_of_each_vector(tmp_path):
+    store = DiskStore(tmp_path / "s", encoder="e")
+    store.put_many({"a": np.ones(3, np.float32), "b": np.zeros(3, np.float32)}, texts={"a": "alpha", "b": "beta"})
+    store.put_many({"c": np.ones(3, np.float32)})  # no text given: taken as current
+    back = DiskStore(tmp_path / "s", encoder="e")
+    assert back.stale({"a": "alpha", "b": "BETA", "c": "anything", "d": "new"}) == ["b"]
+    back.put_many({"a": np.zeros(3, np.float32)})  # overwritten without a text: the old one no longer holds
+    assert back.stale({"a": "changed"}) == []
