@@ -126,6 +126,16 @@ def test_descriptions_name_each_long_tail_value_and_change_nothing_else(quick, t
     assert feats["weather"].render("heavy rain") == "weather: heavy rain"
 
 
+def test_data_stage_writes_descriptions_when_configured(tmp_path):
+    from larr import layout
+    from larr.config import load_config
+    from larr.pipeline import run_data
+
+    run_data(load_config(None, ["data.preset=quick", "data.descriptions=true"]), tmp_path)
+    feats = {f.name: f for f in read_scene_features(layout.data_dir(tmp_path))}
+    assert feats["landmark"].descriptions and feats["event"].descriptions and not feats["hour"].descriptions
+
+
 def test_different_seed_gives_a_different_world(quick, tmp_path):
     out, _ = quick
     S.generate(tmp_path, preset="quick", seed=1, progress=False)
