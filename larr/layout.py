@@ -38,7 +38,7 @@ TREE: list[tuple[str, str]] = [
     (f"{STAGE1}/", "stage-1 causal LM, Hugging Face folder (larr pretrain)"),
     (f"{STAGE1_CKPT}/", "resumable stage-1 checkpoint"),
     (f"{STAGE2}/", "stage-2 embedding model, sentence-transformers folder (larr contrastive)"),
-    (f"{EMBEDDINGS}/<encoder>/", "frozen vectors per encoder: vectors.safetensors, keys.json, meta.json (larr embed)"),
+    (f"{EMBEDDINGS}/<encoder>/", "frozen vectors per encoder: vectors.safetensors (keys + text digests in its header), meta.json (larr embed)"),
     (f"{STAGE3}/{FEATURES}/", "feature spec + split tensors, cached for every stage-3 run"),
     (f"{STAGE3}/<row>_seed<k>/", f"one trained CTR model (larr train | evaluate): model.safetensors, config.json, "
                                 f"features.json, {METRICS_FILE}, {SCENE_STATS_FILE}, {PREDICTIONS_FILE}"),
