@@ -1,13 +1,15 @@
 """Across worlds: the full pipeline on several world seeds, then paired Δ pooled over worlds × seeds.
 
     python benchmarks/world_seeds.py --worlds 0,1,2 [--preset demo] [--root /tmp/world_seeds] [--set k=v ...]
+                                     [--refs base_scene_ids,generic_text,larr]
 
 Each world seed gets its own run directory (``ROOT/world<k>``), built by ``larr demo --set data.seed=k`` in a
 fresh process, so nothing is reused across worlds (a finished world is reused when the script runs again:
 delete its folder to redo it). Then every (row, world, model seed) is paired with the reference row of the
 same world and model seed, and the per-pair Δ AUC are pooled: mean and 95 % t-interval over all worlds ×
-seeds, per slice (test all / unseen / rare / frequent, valid all / unseen / rare). One world's split can
-favour a row by luck; a difference that survives three worlds is a property of the method.
+seeds, per slice (test all / unseen / rare / frequent, valid all / unseen / rare), one table per reference
+row (``--refs``; with ``larr`` among them, every ablation of the method is read as ``row − larr``). One
+world's split can favour a row by luck; a difference that survives three worlds is a property of the method.
 
 It is a benchmark, not part of the demo: 17-20 minutes per world of the demo preset on 2 quiet CPU cores
 (a loaded machine can make it several times that: stage 1 is sensitive to competing processes).
@@ -25,8 +27,8 @@ from pathlib import Path
 from larr import layout
 from larr.config import load_config
 from larr.io import atomic_write_text
-from larr.rec.paired import paired_table
-from larr.rec.rows import REFERENCE
+from larr.rec.paired import REFERENCES, paired_table
+from larr.rec.rows import ROWS
 from larr.report_md import PAIRED_KEYS, interval_cell, ordered_rows, table
 
 
@@ -65,7 +67,13 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("/tmp/world_seeds"), help="Folder of the per-world runs.")
     ap.add_argument("--config", default="configs/demo.yaml", help="Config of every world's demo run.")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="Extra dotted override, repeatable.")
+    ap.add_argument("--refs", default=None,
+                    help="Comma-separated reference rows: a table of every other row minus each, e.g. "
+                    f"{','.join(REFERENCES)},larr (default: {','.join(REFERENCES)}, those trained).")
     args = ap.parse_args()
+    refs = tuple(args.refs.split(",")) if args.refs else REFERENCES
+    if bad := [r for r in refs if r not in ROWS]:
+        ap.error(f"--refs: unknown row {', '.join(bad)} (rows: {', '.join(ROWS)})")
     load_config(args.config, args.overrides)  # a bad override fails here, before the long runs
     worlds = [int(w) for w in args.worlds.split(",")]
     pooled: dict[tuple[str, tuple[int, int]], dict] = {}
@@ -76,7 +84,10 @@ def main() -> None:
         pooled.update({(r, (w, s)): m for (r, s), m in done.items()})
     keys = sorted({k for _, k in pooled})
     rows = [r for r in rows if all((r, k) in pooled for k in keys)]
-    paired = paired_table(pooled, rows, keys)
+    unknown = [r for r in refs if r not in rows]
+    if unknown and args.refs:
+        raise SystemExit(f"--refs: {', '.join(unknown)} not trained in every world (rows: {', '.join(rows)})")
+    paired = paired_table(pooled, rows, keys, references=refs)
     result = {"worlds": worlds, "preset": args.preset, "pairs": [list(k) for k in keys], "paired": paired}
     lines = [f"# Across worlds {worlds} (preset {args.preset}): Δ AUC paired by (world, seed), "
              f"{len(keys)} pairs per row; mean [95 % t-interval], bold: excludes 0", ""]
@@ -89,7 +100,7 @@ def main() -> None:
     atomic_write_text(args.root / "world_seeds.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(args.root / "world_seeds.md", text + "\n")
     print(text)
-    print(f"\nreference for the first table: {REFERENCE}; written {args.root / 'world_seeds.md'}")
+    print(f"\nwritten {args.root / 'world_seeds.md'}")
 
 
 if __name__ == "__main__":
