@@ -1,26 +1,15 @@
 """benchmarks/ctr_child.py's 'same' recipe is larr's: identical batches and learning-rate schedule."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
+from bench_helpers import load_benchmark
 from larr.config import load_config
 from larr.rec.train import RequestBatches, set_lr
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def test_peer_batches_are_larrs_request_batches():
-    child = load("ctr_child")
+    child = load_benchmark("ctr_child")
     request = torch.randint(0, 300, (5000,))
     larr = RequestBatches({"request": request, "i": torch.arange(5000)}, 256, seed=3)
     for epoch in (0, 1):
@@ -32,7 +21,7 @@ def test_peer_batches_are_larrs_request_batches():
 
 
 def test_peer_schedule_is_larrs():
-    child = load("ctr_child")
+    child = load_benchmark("ctr_child")
     rec = load_config(None, ["rec.lr=0.01"]).rec
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=rec.lr)
     assert rec.warmup == child.WARMUP and rec.batch_size == child.BATCH and rec.embed_dim == child.DIM
@@ -42,7 +31,7 @@ def test_peer_schedule_is_larrs():
 
 
 def test_flops_per_sample_counts_the_dense_layers():
-    compare = load("compare_ctr")
+    compare = load_benchmark("compare_ctr")
     d = 18 * 8
     dnn = 2 * (d * 128 + 128 * 64 + 64)
     assert compare.flops_per_sample(18, "dnn") == dnn

@@ -1,25 +1,17 @@
 """benchmarks/world_seeds.py pools finished worlds seed by seed and pairs every row with each --refs row."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench_helpers import load_benchmark
 from larr import layout
 from larr.rec.slices import SLICES, metric_key
 
-ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("base_scene_ids", "larr", "larr_noalign")
-
-
-def load_world_seeds():
-    spec = importlib.util.spec_from_file_location("world_seeds", ROOT / "benchmarks" / "world_seeds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def auc(world: int, row: str, seed: int) -> float:
@@ -43,7 +35,7 @@ def finished_world(root: Path, world: int, seeds: tuple[int, ...]) -> None:
 
 def run_main(monkeypatch, argv: list[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["world_seeds.py", *argv])
-    load_world_seeds().main()
+    load_benchmark("world_seeds").main()
 
 
 def test_every_row_is_paired_with_each_reference_over_worlds_and_seeds(tmp_path, monkeypatch, capsys):
