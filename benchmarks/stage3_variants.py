@@ -1,13 +1,15 @@
 """Stage-3 variants on a finished run: a row at other hyper-parameters, paired by seed with the comparison.
 
-    python benchmarks/stage3_variants.py --run RUN_DIR --variant NAME=key=value[,key=value...] [--variant ...]
+    python benchmarks/stage3_variants.py --run RUN_DIR --variant NAME[@ROW]=key=value[,key=value...] [--variant ...]
         [--row larr] [--seeds 0,1,2,3,4] [--workers 2] [--against base_scene_ids,larr]
 
-Each variant trains ``--row`` with the dotted overrides (``rec.align_with=scene_ids,rec.align_stop_grad=true``) on the
-run's split, features and vectors, as ``RUN_DIR/stage3/variants/<NAME>_seed<k>`` (a finished run with the
-same config is reused, so an interrupted call resumes). Then each variant is paired seed by seed with the
-rows named by ``--against`` (finished runs of the comparison, ``larr evaluate``) on every slice of test and
-valid: mean Δ AUC and a 95 % t-interval, bold where it excludes 0. Defaults are chosen on the valid columns;
+Each variant trains its row (``@ROW``, else ``--row``) with the dotted overrides
+(``rec.align_with=scene_ids,rec.align_stop_grad=true``) on the run's split, features and vectors, as
+``RUN_DIR/stage3/variants/<NAME>_seed<k>`` (a finished run with the same config is reused, so an interrupted
+call resumes). Then each variant is paired seed by seed with the rows named by ``--against`` (finished runs
+of the comparison, ``larr evaluate``, or variants of this call: ``ids30@base_scene_ids=rec.id_drop_rows=30``
+and ``--against ids30`` read every other variant against the ID row trained the same way) on every slice of
+test and valid: mean Δ AUC and a 95 % t-interval, bold where it excludes 0. Defaults are chosen on the valid columns;
 the test columns are reported, never selected on. It also prints each variant's scene-input probes (test
 Δ AUC with the scene vector replaced by its batch mean / shuffled; larr.rec.probe) and mean epochs.
 
@@ -26,34 +28,44 @@ from larr.io import atomic_write_text
 from larr.rec.jobs import Job, run_jobs
 from larr.rec.paired import paired_table
 from larr.rec.probe import probe_saved_run
+from larr.rec.rows import ROWS
 from larr.rec.train import finished_run, load_features, split_slices
 from larr.report_md import PAIRED_KEYS, interval_cell, table
 
 
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    name, _, overrides = text.partition("=")
+def parse_variant(text: str, default_row: str) -> tuple[str, str, list[str]]:
+    """``NAME[@ROW]=key=value[,key=value...]`` → (name, row, overrides)."""
+    head, _, overrides = text.partition("=")
+    name, _, row = head.partition("@")
     if not name or not overrides:
-        raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value...]")
-    return name, overrides.split(",")
+        raise SystemExit(f"--variant {text!r}: expected NAME[@ROW]=key=value[,key=value...]")
+    row = row or default_row
+    if row not in ROWS:
+        raise SystemExit(f"--variant {text!r}: unknown row {row!r} (rows: {', '.join(ROWS)})")
+    return name, row, overrides.split(",")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="A run directory with a finished `larr evaluate`.")
-    ap.add_argument("--variant", action="append", required=True, help="NAME=key=value[,key=value...] (repeatable).")
-    ap.add_argument("--row", default="larr", help="Row of the comparison the variants modify.")
+    ap.add_argument("--variant", action="append", required=True,
+                    help="NAME[@ROW]=key=value[,key=value...] (repeatable); ROW defaults to --row.")
+    ap.add_argument("--row", default="larr", help="Row of the comparison the variants modify (when they name none).")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--against", default="base_scene_ids,larr", help="Comparison rows to pair with.")
+    ap.add_argument("--against", default="base_scene_ids,larr",
+                    help="Comparison rows (or variants of this call) to pair with.")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     refs = tuple(args.against.split(","))
-    overrides = dict(map(parse_variant, args.variant))
+    parsed = [parse_variant(v, args.row) for v in args.variant]
+    overrides = {name: o for name, _, o in parsed}
+    rows = {name: row for name, row, _ in parsed}
     variants = {name: load_config(layout.config_file(args.run), o) for name, o in overrides.items()}
     spec, splits, fp = load_features(args.run)
     test_slices = split_slices(spec, splits, "test", load_config(layout.config_file(args.run)).experiment.rare_below)
     done: dict[tuple[str, int], dict] = {}
-    for ref in refs:  # the comparison's runs as they were trained (possibly by an older version)
+    for ref in (r for r in refs if r not in variants):  # the comparison's runs as they were trained
         for s in seeds:
             path = layout.stage3_run(args.run, layout.run_name(ref, s)) / layout.METRICS_FILE
             if not path.is_file():
@@ -68,18 +80,18 @@ def main() -> None:
     for name, cfg in variants.items():
         for s in seeds:
             rid = f"variants/{name}_seed{s}"
-            m = finished_run(cfg, args.run, args.row, s, fp, run_id=rid)
+            m = finished_run(cfg, args.run, rows[name], s, fp, run_id=rid)
             if m is None:
-                todo.append((name, Job(cfg, args.row, s, rid)))
+                todo.append((name, Job(cfg, rows[name], s, rid)))
             else:
                 done[(name, s)] = m
     for (name, job), m in zip(todo, run_jobs([j for _, j in todo], args.run, args.workers)):
         done[(name, job.seed)] = m
     names = list(variants)
-    paired = paired_table(done, [*refs, *names], seeds, references=refs)
-    lines = [f"## Variants of `{args.row}` on {args.run} (seeds {seeds}; {len(todo)} runs trained in "
+    paired = paired_table(done, list(dict.fromkeys([*refs, *names])), seeds, references=refs)
+    lines = [f"## Variants of {', '.join(sorted({f'`{r}`' for r in rows.values()}))} on {args.run} (seeds {seeds}; {len(todo)} runs trained in "
              f"{time.perf_counter() - t0:.0f}s)", ""]
-    described = {**{r: ["(the comparison's row)"] for r in refs}, **overrides}
+    described = {**{r: ["(the comparison's row)"] for r in refs}, **{n: [f"{rows[n]}:", *o] for n, o in overrides.items()}}
     for name, what in described.items():
         runs = [done[(name, s)] for s in seeds]
         probe = {f"{p} {sl}": sum(r.get("probe_test", {}).get(p, {}).get(sl) or 0 for r in runs) / len(runs)
@@ -91,7 +103,7 @@ def main() -> None:
         lines += ["", f"### Δ AUC vs `{ref_key.removeprefix('vs_')}`", "",
                   table(["variant", *(k for k, _ in PAIRED_KEYS)],
                         [[f"`{n}`", *(interval_cell(entries[n][k]) for _, k in PAIRED_KEYS)]
-                         for n in names if n in entries])]
+                         for n in names if n in entries and n != ref_key.removeprefix("vs_")])]
     text = "\n".join(lines) + "\n"
     print(text)
     with open(args.run / "variants.md", "a") as f:

@@ -282,6 +282,13 @@ class RecConfig(_Strict):
         "Rare values lean on their name, frequent ones keep their own. 0 = unseen values only. 30 was chosen on "
         "the valid split's rare rows, 3 world seeds × 5 seeds, every LLM row (grid 0/30/100/300/1000: 30 best "
         "for each; 300 and more hurt every slice).")
+    id_drop_rows: float = Field(
+        0.0, ge=0.0, description="d, rarity-proportional ID dropout (training only): a scene ID seen in n train rows "
+        "is replaced by the unknown ID with probability d/(n + d), so the unknown ID learns 'a rare value' and the "
+        "model reads the scene vector where IDs are weak (larr.rec.models.RareIDDropout). 0 = off.")
+    id_drop_to: Literal["unknown", "prior"] = Field(
+        "unknown", description="What a hidden ID becomes: the unknown ID, or (rows that impute unseen IDs) the "
+        "value's leave-one-out LLM prior, what it would be imputed as were it never seen.")
     scene_encoder: Literal["none", "transformer", "meanpool", "whole_text"] = Field(
         "transformer", description="LARR scene module over frozen LLM vectors; 'none' = no LLM input.")
     scene_dim: int = Field(64, ge=1, description="Width d of the scene encoder tokens.")

@@ -316,6 +316,44 @@ def test_shrinkage_only_at_evaluation_and_unseen_values_mix_the_shrunk_embedding
     torch.testing.assert_close(_field_a_embedding(model, _scene_batch(a_id=0, a_row=3)), shrunk_2, atol=1e-4, rtol=0)
 
 
+def test_rare_ids_are_hidden_in_training_in_proportion_to_their_rarity():
+    # feature a: ID 1 seen in 10 rows, ID 2 in 100,000; b: IDs in 30 rows each; c is bucketed (never hidden)
+    model = _imputing_model(value_rows=[[10, 100_000, 0], [30, 30], [0, 0]], id_drop_rows=10.0).train()
+    x = torch.tensor([[1, 2, 3, 0, 1, 1, 1], [1, 2, 3, 0, 2, 2, 1]]).repeat(5000, 1)
+    torch.manual_seed(0)
+    hidden = model.id_dropout(x[:, model.used])
+    a, b, c = (model.used.index(i) for i in (4, 5, 6))
+    assert abs(hidden[0::2, a].float().mean().item() - 10 / 20) < 0.03  # n = 10, d = 10: half the time
+    assert hidden[1::2, a].float().mean().item() < 0.001  # n = 100,000: almost never
+    assert abs(hidden[:, b].float().mean().item() - 10 / 40) < 0.03
+    assert not hidden[:, c].any() and not hidden[:, :a].any()  # bucketed and user/shop IDs are kept
+    # in training the unknown ID's embedding gets gradient (no train row holds that ID otherwise)
+    batch = {**_scene_batch(a_id=1, a_row=1), "x": x[:200]}
+    batch["scene"] = batch["scene"].repeat(200, 1)
+    model(batch).logit.sum().backward()
+    assert model.embedding.tables[a].weight.grad[0].abs().sum() > 0
+    # evaluation never hides an ID: the same as the model without dropout
+    off = _imputing_model(value_rows=[[10, 100_000, 0], [30, 30], [0, 0]])
+    assert off.id_dropout is None  # d = 0: off
+    off.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model.eval()(batch).logit, off(batch).logit)
+
+
+def test_a_hidden_id_can_train_as_its_llm_prior():
+    """id_drop_to="prior": a hidden seen ID becomes its leave-one-out prior (what imputation would give it)."""
+    rows = [[10, 100_000, 0], [30, 30], [0, 0]]
+    model = _imputing_model(value_rows=rows, id_drop_rows=1e9, id_drop_to="prior").train()
+    a = model.used.index(4)
+    ids = _scene_batch(a_id=1, a_row=1)["x"][:, model.used]
+    emb = model.imputer.hide(model.embedding(ids), ids, torch.ones_like(ids, dtype=torch.bool),
+                             model.embedding.tables, model.scene_llm)
+    weight = model.embedding.tables[a].weight
+    torch.testing.assert_close(emb[0, a], weight[2], atol=1e-6, rtol=0)  # ID 1's only other seen value is ID 2
+    # d → ∞ hides every ID; in prior mode feature a's rows train ID 2's embedding, not the unknown one
+    model(_scene_batch(a_id=1, a_row=1)).logit.sum().backward()
+    assert weight.grad[2].abs().sum() > 0 and weight.grad[0].abs().sum() == 0
+
+
 def test_save_load_identical_predictions(tmp_path):
     spec = FeatureSpec([], [], {}, {}, [])
     model = _model(**ROWS["larr"].overrides).eval()

@@ -251,11 +251,35 @@ class UnseenIDImputer(nn.Module):
         own = weight[getattr(self, f"seen_ids_{k}")]
         if k not in self.shrunk:
             return own
+        a = getattr(self, f"shrink_{k}")
+        return (1 - a) * own + a * self._loo_prior(seen, own)
+
+    def _loo_prior(self, seen: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """(S, d): each seen value's mix of the *other* seen values' embeddings ``own`` by LLM similarity."""
         sim = (seen @ seen.T / self.temperature).masked_fill(torch.eye(len(seen), dtype=torch.bool,
                                                                        device=seen.device), float("-inf"))
-        prior = torch.softmax(sim, dim=-1) @ own
-        a = getattr(self, f"shrink_{k}")
-        return (1 - a) * own + a * prior
+        return torch.softmax(sim, dim=-1) @ own
+
+    @property
+    def prior_cols(self) -> list[int]:
+        """Embedding fields whose seen values have a leave-one-out prior (:meth:`hide` can replace them)."""
+        return [self.cols[k] for k in self.shrunk]
+
+    def hide(self, emb: torch.Tensor, ids: torch.Tensor, hidden: torch.Tensor, tables: nn.ModuleList,
+             table: torch.Tensor, key: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Training: where ``hidden`` (:class:`RareIDDropout`; only :attr:`prior_cols`), a seen ID's embedding
+        becomes its leave-one-out prior — what it would be imputed as were it never seen, so training meets
+        the case evaluation imputes."""
+        key = key or (lambda t: t)
+        fields = list(emb.unbind(1))
+        for k in self.shrunk:
+            col = self.cols[k]
+            seen = F.normalize(key(table[getattr(self, f"seen_rows_{k}")]), dim=-1)
+            prior = self._loo_prior(seen, tables[col].weight[getattr(self, f"seen_ids_{k}")])
+            pos = getattr(self, f"seen_pos_{k}")[ids[:, col].clamp(max=len(getattr(self, f"seen_pos_{k}")) - 1)]
+            todo = hidden[:, col] & (pos >= 0)
+            fields[col] = torch.where(todo[:, None], prior[pos.clamp(min=0)], fields[col])
+        return torch.stack(fields, dim=1)
 
     def forward(self, emb: torch.Tensor, ids: torch.Tensor, tables: nn.ModuleList, table: torch.Tensor,
                 rows: torch.Tensor | None, vectors: torch.Tensor | None = None,
@@ -280,6 +304,39 @@ class UnseenIDImputer(nn.Module):
             todo = (ids[:, col] == 0) & (v.abs().sum(-1) > 0)
             fields[col] = torch.where(todo[:, None], imputed, fields[col])
         return torch.stack(fields, dim=1)
+
+
+class RareIDDropout(nn.Module):
+    """Training only: a scene ID seen in ``n`` train rows is replaced by the unknown ID with probability ``d/(n + d)``.
+
+    An ID model learns nothing for the unknown ID (no train row holds one) and the CTR model need not read
+    the scene vector where every value has an ID of its own: for frequent values the ID wins, and at test
+    a never-seen or rare value leaves the model with an untrained embedding and a scene vector it learnt
+    to ignore. Hiding rare IDs in training — in proportion to how little their embedding can learn — trains
+    the unknown ID as "some rare value" and makes the model read the scene vector exactly where IDs are
+    weak. Frequent values (n ≫ d) are almost never hidden, unlike uniform ID dropout. ``d = 0``: off.
+    """
+
+    def __init__(self, vocab_ids: list[list[int]], value_rows: list[list[int]], cols: list[int], rows: float) -> None:
+        super().__init__()
+        self.cols: list[int] = []
+        for k, (ids, n) in enumerate(zip(vocab_ids, value_rows)):
+            if not ids or min(ids) < 0:  # bucketed (float) features have no per-value IDs to hide
+                continue
+            p = torch.zeros(max(ids) + 1)
+            for i, c in zip(ids, n):
+                if i > 0:
+                    p[i] = rows / (c + rows)
+            self.register_buffer(f"p_{len(self.cols)}", p, persistent=False)
+            self.cols.append(cols[k])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, n_fields) field indices → (B, n_fields) bool, True where the row's ID is hidden."""
+        hidden = torch.zeros_like(ids, dtype=torch.bool)
+        for j, col in enumerate(self.cols):
+            p = getattr(self, f"p_{j}")
+            hidden[:, col] = torch.rand(len(ids), device=ids.device) < p[ids[:, col].clamp(max=len(p) - 1)]
+        return hidden
 
 
 class Scored(NamedTuple):
@@ -324,10 +381,13 @@ class CTRModel(nn.Module):
         self.scene_encoder = self._build_scene_encoder(cfg, dims, scene_llm)
         if self.scene_encoder is not None:
             in_dim += cfg.scene_size
+        scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"] if cfg.scene_ids else []
+        self.id_dropout = None
+        if cfg.id_drop_rows > 0 and scene_cols and dims.scene_value_rows is not None:
+            self.id_dropout = RareIDDropout(dims.scene_vocab_ids, dims.scene_value_rows, scene_cols, cfg.id_drop_rows)
         self.imputer = None
         if cfg.impute_unseen_ids and cfg.scene_ids and cfg.scene_encoder in ("transformer", "meanpool") \
                 and dims.scene_vocab_ids is not None:
-            scene_cols = [self.used.index(i) for i, s in enumerate(dims.field_sides) if s == "scene"]
             self.imputer = UnseenIDImputer(dims.scene_vocab_ids, scene_cols, cfg.impute_temperature,
                                            cfg.impute_prior_rows, dims.scene_value_rows)
         # Diagnostics only (larr.rec.probe): a function applied to the scene vector before the backbone.
@@ -373,11 +433,21 @@ class CTRModel(nn.Module):
         tensor values, so :class:`larr.serve.graph.ScoringGraph` exports it to ONNX as it is.
         """
         ids = x[:, self.used]
-        emb = self.embedding(ids)  # (B, n_used, d)
+        key = self.scene_encoder.proj if self.cfg.impute_space == "encoder" and self.imputer is not None else None
+        if self.id_dropout is not None and self.training:
+            hidden = self.id_dropout(ids)  # rare IDs hidden: the unknown ID, or the value's LLM prior
+            prior = self.cfg.id_drop_to == "prior" and self.imputer is not None
+            to_prior = torch.zeros_like(hidden)
+            if prior:
+                to_prior[:, self.imputer.prior_cols] = hidden[:, self.imputer.prior_cols]
+            emb = self.embedding(ids.masked_fill(hidden & ~to_prior, 0))
+            if prior:
+                emb = self.imputer.hide(emb, ids, to_prior, self.embedding.tables, self.scene_llm, key)
+        else:
+            emb = self.embedding(ids)  # (B, n_used, d)
         # Training rows never hold an unknown ID with a vector (vocabularies come from train), so the
         # imputer would only rewrite nothing at every step: it runs in eval mode (evaluation, serving).
         if self.imputer is not None and not self.training:
-            key = self.scene_encoder.proj if self.cfg.impute_space == "encoder" else None
             emb = self.imputer(emb, ids, self.embedding.tables, self.scene_llm, rows, vectors, key)
         scene = None
         if self.scene_encoder is not None:
