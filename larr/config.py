@@ -286,7 +286,7 @@ class RecConfig(_Strict):
         0.0, ge=0.0, description="d, rarity-proportional ID dropout (training only): a scene ID seen in n train rows "
         "is replaced by the unknown ID with probability d/(n + d), so the unknown ID learns 'a rare value' and the "
         "model reads the scene vector where IDs are weak (larr.rec.models.RareIDDropout). 0 = off: at d = 30 and 300 "
-        "no LLM row gained on valid (2 world seeds × 5 seeds; README 'Rarity-proportional ID dropout').")
+        "`larr` gained nothing on valid (3 world seeds × 5 seeds; README 'Rarity-proportional ID dropout').")
     id_drop_to: Literal["unknown", "prior"] = Field(
         "unknown", description="What a hidden ID becomes: the unknown ID, or (rows that impute unseen IDs) the "
         "value's leave-one-out LLM prior, what it would be imputed as were it never seen.")
