@@ -254,6 +254,20 @@ class UnseenIDImputer(nn.Module):
         a = getattr(self, f"shrink_{k}")
         return (1 - a) * own + a * self._loo_prior(seen, own)
 
+    @staticmethod
+    def _unit(v: torch.Tensor, key: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+        """Vectors as unit vectors of the space where similarity is measured (``key``: a projection, or none)."""
+        return F.normalize(key(v) if key else v, dim=-1)
+
+    def _seen_keys(self, k: int, table: torch.Tensor, key: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+        """(S, D) feature k's seen values in that space."""
+        return self._unit(table[getattr(self, f"seen_rows_{k}")], key)
+
+    def _seen_pos(self, k: int, col_ids: torch.Tensor) -> torch.Tensor:
+        """(B,) index of each ID among feature k's seen values; -1 for the unknown ID."""
+        pos = getattr(self, f"seen_pos_{k}")
+        return pos[col_ids.clamp(max=len(pos) - 1)]
+
     def _loo_prior(self, seen: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         """(S, d): each seen value's mix of the *other* seen values' embeddings ``own`` by LLM similarity."""
         sim = (seen @ seen.T / self.temperature).masked_fill(torch.eye(len(seen), dtype=torch.bool,
@@ -270,13 +284,11 @@ class UnseenIDImputer(nn.Module):
         """Training: where ``hidden`` (:class:`RareIDDropout`; only :attr:`prior_cols`), a seen ID's embedding
         becomes its leave-one-out prior — what it would be imputed as were it never seen, so training meets
         the case evaluation imputes."""
-        key = key or (lambda t: t)
         fields = list(emb.unbind(1))
         for k in self.shrunk:
             col = self.cols[k]
-            seen = F.normalize(key(table[getattr(self, f"seen_rows_{k}")]), dim=-1)
-            prior = self._loo_prior(seen, tables[col].weight[getattr(self, f"seen_ids_{k}")])
-            pos = getattr(self, f"seen_pos_{k}")[ids[:, col].clamp(max=len(getattr(self, f"seen_pos_{k}")) - 1)]
+            prior = self._loo_prior(self._seen_keys(k, table, key), tables[col].weight[getattr(self, f"seen_ids_{k}")])
+            pos = self._seen_pos(k, ids[:, col])
             todo = hidden[:, col] & (pos >= 0)
             fields[col] = torch.where(todo[:, None], prior[pos.clamp(min=0)], fields[col])
         return torch.stack(fields, dim=1)
@@ -290,16 +302,15 @@ class UnseenIDImputer(nn.Module):
         similarity is measured (the scene encoder's token projection, ``impute_space="encoder"``).
 
         Branch-free (every row is computed, then selected), so it traces and exports to ONNX as is."""
-        key = key or (lambda t: t)
         fields = list(emb.unbind(1))
         for k in self.features:
             v, col = (vectors[:, k] if vectors is not None else table[rows[:, k]]), self.cols[k]
-            seen = F.normalize(key(table[getattr(self, f"seen_rows_{k}")]), dim=-1)
+            seen = self._seen_keys(k, table, key)
             known = self._seen_embeddings(k, tables[col].weight, seen)
             if k in self.shrunk:  # seen IDs: their shrunk embedding
-                pos = getattr(self, f"seen_pos_{k}")[ids[:, col].clamp(max=len(getattr(self, f"seen_pos_{k}")) - 1)]
+                pos = self._seen_pos(k, ids[:, col])
                 fields[col] = torch.where((pos >= 0)[:, None], known[pos.clamp(min=0)], fields[col])
-            weights = torch.softmax(F.normalize(key(v), dim=-1) @ seen.T / self.temperature, dim=-1)
+            weights = torch.softmax(self._unit(v, key) @ seen.T / self.temperature, dim=-1)
             imputed = weights @ known
             todo = (ids[:, col] == 0) & (v.abs().sum(-1) > 0)
             fields[col] = torch.where(todo[:, None], imputed, fields[col])
