@@ -4,7 +4,8 @@
         [--row larr] [--seeds 0,1,2,3,4] [--workers 2] [--against base_scene_ids,larr]
 
 Each variant trains its row (``@ROW``, else ``--row``) with the dotted overrides
-(``rec.align_with=scene_ids,rec.align_stop_grad=true``) on the run's split, features and vectors, as
+(``rec.align_with=scene_ids,rec.align_stop_grad=true``; a ``rec`` field wins over the row's own overrides, so
+``vec@larr=rec.scene_ids=false`` is `larr` without scene IDs) on the run's split, features and vectors, as
 ``RUN_DIR/stage3/variants/<NAME>_seed<k>`` (a finished run with the same config is reused, so an interrupted
 call resumes). Then each variant is paired seed by seed with the rows named by ``--against`` (finished runs
 of the comparison, ``larr evaluate``, or variants of this call: ``ids30@base_scene_ids=rec.id_drop_rows=30``
@@ -66,7 +67,9 @@ def finished_runs(run: Path, variants: dict, rows: dict[str, str], refs: tuple[s
                 done[(ref, s)]["probe_test"] = probe_saved_run(run, layout.run_name(ref, s), splits, test_slices)
     todo: list[tuple[str, Job]] = []
     for name, overrides in variants.items():
-        cfg = load_config(layout.config_file(run), overrides)
+        # a variant's rec fields win over its row's own overrides (a row fixes e.g. scene_ids or align_weight)
+        forced = [f"experiment.force_rec.{o.removeprefix('rec.')}" for o in overrides if o.startswith("rec.")]
+        cfg = load_config(layout.config_file(run), [*overrides, *forced])
         for s in seeds:
             rid = f"variants/{name}_seed{s}"
             m = finished_run(cfg, run, rows[name], s, fp, run_id=rid)

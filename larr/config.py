@@ -343,6 +343,10 @@ class ExperimentConfig(_Strict):
     seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1, description="Each row is trained once per seed; rows are "
                              "compared paired by seed (larr.rec.paired: mean Δ and a 95 % t-interval, from 2 seeds on).")
     backbone: BackboneName | None = Field(None, description="CTR backbone of every row; None = rec.backbone.")
+    force_rec: dict[str, Any] = Field(
+        {}, description="rec fields set on every row *over the row's own overrides* (a row fixes e.g. scene_ids or "
+        "align_weight, which a plain rec.<field> cannot change): experiment.force_rec.scene_ids=false trains `larr` "
+        "with the scene vector as its only scene input. Keys must be rec fields.")
     larr_encoder: EncoderName = Field(
         "larr", description=f"Store the LARR rows read ({', '.join(LARR_STORE_ROWS)}); 'minilm' or "
         "'untuned' stand in before a stage-2 model exists.")
@@ -353,6 +357,14 @@ class ExperimentConfig(_Strict):
         "than this many train rows (larr.rec.slices); every metric is reported on all / unseen / rare / frequent. "
         "A request has 10-20 rows, so 100 is a value seen in a handful of requests; at 20 the demo world's rare "
         "slice holds only ~300 test rows, too few to tell rows apart (per_value splits it by band).")
+
+    @field_validator("force_rec")
+    @classmethod
+    def _rec_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - set(RecConfig.model_fields))
+        if unknown:
+            raise ValueError(f"not rec fields: {', '.join(unknown)}")
+        return v
 
 
 SweepParam = Literal["align_temperature", "align_weight", "scene_layers", "scene_size"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from larr.config import ConfigError
 from larr.rec import experiment
 from larr.rec.models import CTRModel, ModelDims, load_model, predict, save_model
 from larr.rec.rows import ROWS
@@ -148,6 +149,17 @@ def test_every_row_maps_to_its_overrides_and_store():
     assert model_setup(cfg, "larr_noimpute")[0].impute_unseen_ids is False
     assert model_setup(cfg, "base")[0].scene_ids is False
     assert model_setup(rec_cfg("experiment.backbone=dnn"), "larr")[0].backbone == "dnn"
+
+
+def test_force_rec_wins_over_the_rows_own_overrides():
+    plain = rec_cfg("rec.scene_ids=false", "rec.align_weight=0.5")
+    assert model_setup(plain, "larr")[0].scene_ids is True  # the row fixes scene_ids: a rec field alone is overruled
+    forced = rec_cfg("experiment.force_rec.scene_ids=false", "experiment.force_rec.align_weight=0.5")
+    assert model_setup(forced, "larr")[0].scene_ids is False
+    assert model_setup(forced, "larr_noalign")[0].align_weight == 0.5
+    assert model_setup(forced, "base")[0].scene_encoder == "none"  # what it does not name keeps the row's value
+    with pytest.raises(ConfigError, match="not rec fields: no_such_field"):
+        rec_cfg("experiment.force_rec.no_such_field=1")
 
 
 def test_experiment_writes_every_row_and_reuses_finished_runs(quick_run):

@@ -70,13 +70,18 @@ class TrainError(LarrError):
 
 
 def model_setup(cfg: Config, name: str) -> tuple[RecConfig, str | None]:
-    """Row ``name`` → its hyper-parameters (``cfg.rec`` + the row's overrides) and encoder store (or None)."""
+    """Row ``name`` → its hyper-parameters and encoder store (or None).
+
+    ``cfg.rec``, then the row's overrides, then what ``cfg.experiment`` sets on every row (``backbone``,
+    ``force_rec``).
+    """
     if name not in ROWS:
         raise TrainError(f"unknown model '{name}' (choose from {', '.join(ROWS)})")
     row = ROWS[name]
     update = dict(row.overrides)
     if cfg.experiment.backbone is not None:
         update["backbone"] = cfg.experiment.backbone
+    update.update(cfg.experiment.force_rec)
     rec = RecConfig.model_validate({**cfg.rec.model_dump(), **update})
     store = cfg.experiment.larr_encoder if row.store == "larr" else row.store
     return rec, store
