@@ -15,7 +15,8 @@ Between the two lie the real encoders. Variants of a row reading that store on t
 then say whether stage 3 *could* carry the scene's meaning: with the scene vector as the only scene input
 (``rec.scene_ids=false``), and next to the scene IDs without the unseen-ID imputation
 (``rec.impute_unseen_ids=false``, the paper's path) — if perfect vectors do not lift the unseen slice there, no
-LLM will. The copy shares the finished comparison runs of ``RUN_DIR`` by symbolic links (they are read as the
+LLM will; ``orc_full@generic_text=rec.impute_unseen_ids=true`` (a no-op override) retrains the row itself on the
+oracle, imputation included. The copy shares the finished comparison runs of ``RUN_DIR`` by symbolic links (they are read as the
 references, trained on the real vectors) and re-labels the store's encoder, so nothing mistakes its vectors
 for the encoder's. ``RUN_DIR`` is never written.
 """
