@@ -27,10 +27,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import pandas as pd
 
 from larr import layout
 from larr.data.scene import scene_key
+from larr.llm.evaluate import SCENE_ATTRIBUTES_FILE, attribute_columns
 from larr.store.disk import DiskStore
 
 NOISE_SD = 0.01
@@ -39,8 +40,8 @@ KINDS = ("oracle", "random")
 
 def scene_vectors(attributes: Path, keys: list[str], dim: int, kind: str, seed: int = 0) -> dict[str, np.ndarray]:
     """Store key → vector of every scene key in ``keys`` (other keys are left out)."""
-    table = pq.read_table(attributes).to_pandas()
-    attr_cols = [c for c in table.columns if c not in ("feature", "value")]
+    table = pd.read_parquet(attributes)
+    attr_cols = attribute_columns(table)
     if kind == "oracle" and dim < len(attr_cols):
         raise SystemExit(f"the store's vectors have {dim} dimensions, fewer than the {len(attr_cols)} hidden attributes")
     truth = {scene_key(f, v): row for f, v, row in zip(table["feature"], table["value"], table[attr_cols].to_numpy())}
@@ -59,10 +60,14 @@ def scene_vectors(attributes: Path, keys: list[str], dim: int, kind: str, seed: 
     return out
 
 
+def _copy(src: Path, dst: Path) -> None:
+    (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+
+
 def build_copy(run: Path, out: Path, kind: str, store: str) -> int:
     """Copy ``run`` to ``out`` with ``store``'s scene vectors replaced; returns how many were replaced."""
     src_store = layout.store_dir(run, store)
-    attributes = layout.data_dir(run) / "scene_attributes.parquet"
+    attributes = layout.data_dir(run) / SCENE_ATTRIBUTES_FILE
     for need in (src_store / "vectors.safetensors", attributes):
         if not need.is_file():
             raise SystemExit(f"{need}: not found (a finished synthetic run with a '{store}' store is needed)")
@@ -73,20 +78,21 @@ def build_copy(run: Path, out: Path, kind: str, store: str) -> int:
         if p.name == "stage3":
             continue
         if p.name in ("data", "embeddings") or p.is_file():
-            (shutil.copytree if p.is_dir() else shutil.copy2)(p, out / p.name)
+            _copy(p, out / p.name)
     stage3 = run / "stage3"
     if stage3.is_dir():
         (out / "stage3").mkdir()
         for p in stage3.iterdir():
             if p.is_file() or p.name == "features":  # the cached features: copied (a variant may rebuild them)
-                (shutil.copytree if p.is_dir() else shutil.copy2)(p, out / "stage3" / p.name)
+                _copy(p, out / "stage3" / p.name)
             elif p.name != "variants":  # a finished comparison run: shared, read-only by use
                 (out / "stage3" / p.name).symlink_to(p.resolve())
     source = DiskStore(src_store)
     keys = source.keys()
     vectors = scene_vectors(attributes, keys, int(source.dim), kind)
-    shutil.rmtree(layout.store_dir(out, store))  # a new store under its own label, not the encoder's
-    target = DiskStore(layout.store_dir(out, store), dim=source.dim, encoder=f"{kind}:scene-attributes")
+    out_store = layout.store_dir(out, store)
+    shutil.rmtree(out_store)  # a new store under its own label, not the encoder's
+    target = DiskStore(out_store, dim=source.dim, encoder=f"{kind}:scene-attributes")
     target.put_many({**source.get_many(keys), **vectors})  # autoflush: one atomic write
     return len(vectors)
 

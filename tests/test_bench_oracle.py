@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
+import pandas as pd
 import pytest
 
 from bench_helpers import load_benchmark
 from larr import layout
 from larr.data.scene import scene_key
+from larr.llm.evaluate import SCENE_ATTRIBUTES_FILE, attribute_columns
 from larr.store.disk import DiskStore
 
 
@@ -21,8 +22,8 @@ def test_the_oracle_copy_holds_each_values_hidden_attributes_and_leaves_the_run_
     before_store, before = _vectors(quick_run)
     n = oracle.build_copy(quick_run, tmp_path / "copy", "oracle", "minilm")
     store, after = _vectors(tmp_path / "copy")
-    attrs = pq.read_table(layout.data_dir(quick_run) / "scene_attributes.parquet").to_pandas()
-    cols = [c for c in attrs.columns if c not in ("feature", "value")]
+    attrs = pd.read_parquet(layout.data_dir(quick_run) / SCENE_ATTRIBUTES_FILE)
+    cols = attribute_columns(attrs)
     scene = [k for k in after if k.startswith("scene/")]
     assert n == len(scene) > 0 and store.encoder == "oracle:scene-attributes"
     for f, v, row in zip(attrs["feature"], attrs["value"], attrs[cols].to_numpy()):
