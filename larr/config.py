@@ -119,7 +119,7 @@ class PretrainConfig(_Strict):
     )
 
 
-PAIR_WEIGHTS = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0}  # stage-2 defaults
+PAIR_WEIGHTS = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0, "scene_scene": 0.0}  # stage-2 defaults
 
 
 EncoderName = Literal["larr", "untuned", "minilm"]
@@ -138,7 +138,8 @@ class ContrastiveConfig(_Strict):
     temperature: float = Field(0.05, gt=0, description="InfoNCE temperature τ (cosine similarities / τ).")
     weights: dict[str, float] = Field(
         dict(PAIR_WEIGHTS),
-        description="λ per pair type in λ1·L_uu + λ2·L_ss + λ3·L_us + λ4·L_sc (scene_shop: see pairs.scene_shop_pairs); "
+        description="λ per pair type in λ1·L_uu + λ2·L_ss + λ3·L_us + λ4·L_sc + λ5·L_scs (scene_shop, scene_scene: see pairs.scene_shop_pairs, "
+        "pairs.scene_scene_pairs); "
         "a type with weight 0 is not trained. Types left out keep their default (--set contrastive.weights.user_user=0 "
         "changes only that one).",
     )
@@ -183,6 +184,12 @@ class ContrastiveConfig(_Strict):
     sc_min_clicks: int = Field(20, ge=1, description="scene-shop: ... and that got at least this many of its clicks.")
     sc_max_categories: int = Field(3, ge=1, description="scene-shop: most lifted categories kept per scene value.")
     sc_shops_per_category: int = Field(5, ge=1, description="scene-shop: most clicked shops per kept category.")
+    scs_min_clicks: int = Field(30, ge=1, description="scene-scene: values with at least this many train clicks "
+                                "get a click profile (their log-lift over shop categories).")
+    scs_min_similarity: float = Field(0.5, ge=-1, le=1, description="scene-scene: two values of one feature pair "
+                                      "when the cosine of their click profiles is ≥ this ...")
+    scs_max_per_value: int = Field(3, ge=1, description="scene-scene: ... and one is among the other's this many "
+                                   "most similar.")
     user_top_k: int = Field(3, ge=0, description="Categories / shops named in a user text.")
     scene_in_user_text: bool = Field(
         True, description="Put the click's rendered scene ('weather: heavy rain; …') before the user side of "

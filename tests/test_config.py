@@ -48,7 +48,7 @@ def test_missing_and_invalid_files(tmp_path):
 
 def test_pair_weights_override_one_type_and_reject_unknown_ones(tmp_path):
     w = load_config(None, ["contrastive.weights.user_user=0"]).contrastive.weights
-    assert w == {"user_user": 0.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0}
+    assert w == {"user_user": 0.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0, "scene_scene": 0.0}
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"contrastive": {"weights": {"scene_shop": 0.5}}}))
     assert load_config(f).contrastive.weights["scene_shop"] == 0.5 and load_config(f).contrastive.weights["user_user"] == 1

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -229,6 +231,54 @@ def test_scene_shop_pairs_are_trained_only_when_weighted(world: Path) -> None:
     assert len(sc) >= 1 and "scene_shop" not in data.heldout
     assert all(t.startswith(("weather: ", "time slot: ")) and ";" not in t for t in sc.left)  # the stage-3 form
     assert all(t.startswith("<shop_name>") for t in sc.right)
+
+
+def _profile_clicks() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Snow and heavy rain lean to hotpot, sunny and heatwave to salads; fog has 10 clicks only."""
+    shops = pd.DataFrame({"shop_id": range(3), "category": ["hotpot", "salads", "bubble tea"]})
+    counts = {"snow": (30, 5, 5), "heavy rain": (25, 5, 10), "sunny": (5, 30, 5), "heatwave": (5, 25, 10),
+              "fog": (10, 0, 0)}
+    rows = [(w, s) for w, n in counts.items() for s, k in enumerate(n) for _ in range(k)]
+    return pd.DataFrame(rows, columns=["weather", "shop_id"]), shops
+
+
+def test_click_profiles_are_smoothed_centred_log_lifts() -> None:
+    clicks, shops = _profile_clicks()
+    prof = P.click_profiles(clicks, shops, "weather", min_clicks=20, smoothing=20.0)
+    assert list(prof.index) == ["heatwave", "heavy rain", "snow", "sunny"]  # fog: too few clicks
+    share = {"hotpot": 75 / 170, "salads": 65 / 170, "bubble tea": 30 / 170}  # all clicks, fog's too
+    n = {"heatwave": (5, 25, 10), "heavy rain": (25, 5, 10), "snow": (30, 5, 5), "sunny": (5, 30, 5)}
+    raw = pd.DataFrame({c: [math.log((n[v][i] + 20 * share[c]) / (40 + 20) / share[c]) for v in prof.index]
+                        for i, c in enumerate(share)}, index=prof.index)
+    want = raw - raw.mean(axis=0)
+    for c in share:
+        assert prof[c].tolist() == pytest.approx(want[c].tolist())
+
+
+def test_scene_scene_pairs_follow_the_rule() -> None:
+    clicks, shops = _profile_clicks()
+    pairs = P.scene_scene_pairs(clicks, shops, SCENE[:1], min_clicks=20, min_similarity=0.5, max_per_value=3)
+    assert set(zip(pairs["left"], pairs["right"])) == {("heavy rain", "snow"), ("heatwave", "sunny")}
+    prof = P.click_profiles(clicks, shops, "weather", 20)
+    for r in pairs.itertuples():  # each pair against the rule, recomputed by hand
+        a, b = prof.loc[r.left].to_numpy(), prof.loc[r.right].to_numpy()
+        cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        assert r.feature == "weather" and r.left < r.right and r.similarity == pytest.approx(cos) and cos >= 0.5
+    one = P.scene_scene_pairs(clicks, shops, SCENE[:1], min_clicks=20, min_similarity=-1.0, max_per_value=1)
+    assert set(zip(one["left"], one["right"])) == {("heavy rain", "snow"), ("heatwave", "sunny")}  # best partner
+    everyone = P.scene_scene_pairs(clicks, shops, SCENE[:1], min_clicks=1, min_similarity=-1.0, max_per_value=9)
+    assert len(everyone) == 10 and "fog" in set(everyone["left"]) | set(everyone["right"])  # 5 values: all 10 pairs
+
+
+def test_scene_scene_pairs_are_trained_only_when_weighted(world: Path) -> None:
+    assert "scene_scene" not in P.build_pairs(world, load_config(None, [])).train
+    cfg = load_config(None, ["contrastive.weights.scene_scene=1", "contrastive.scs_min_clicks=1",
+                             "contrastive.scs_min_similarity=-1"])
+    data = P.build_pairs(world, cfg)
+    vv = data.train["scene_scene"]
+    assert len(vv) >= 1 and "scene_scene" not in data.heldout
+    for left, right in zip(vv.left, vv.right):  # two values of one feature, each in the stage-3 form
+        assert left != right and left.split(": ")[0] == right.split(": ")[0] and ";" not in left + right
 
 
 def test_scene_only_share_of_user_shop_pairs(world: Path) -> None:

@@ -406,8 +406,8 @@ def _step_losses(net: nn.Module, indexed: dict[str, TrainPairs], sampler: BatchS
 
 
 def _short(kind: str) -> str:
-    """'user_shop' → 'us', 'scene_shop' → 'sc' (progress-bar label)."""
-    return "sc" if kind == "scene_shop" else "".join(w[0] for w in kind.split("_"))
+    """'user_shop' → 'us', 'scene_shop' → 'sc', 'scene_scene' → 'scs' (progress-bar label)."""
+    return {"scene_shop": "sc", "scene_scene": "scs"}.get(kind) or "".join(w[0] for w in kind.split("_"))
 
 
 # ---------------------------------------------------------------------------- the stage

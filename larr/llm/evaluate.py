@@ -1,6 +1,6 @@
 """Stage-2 evaluation: does the embedding model understand our domain — and our scenes?
 
-Two measurements, each for four encoders (``untuned`` backbone and ``stage1`` LM as raw
+Three measurements, each for four encoders (``untuned`` backbone and ``stage1`` LM as raw
 last-token vectors, ``minilm`` = all-MiniLM-L6-v2 as an off-the-shelf sentence encoder, and
 ``larr`` = the stage-2 model):
 
@@ -16,6 +16,9 @@ last-token vectors, ``minilm`` = all-MiniLM-L6-v2 as an off-the-shelf sentence e
    on: scene values that *mean* similar things must get similar vectors — including values
    never seen in training. Pairs of all features are pooled; per-feature numbers are reported too,
    and the values never seen in training get their own scores (:class:`SceneScores`).
+3. **Scene transfer** (:mod:`larr.llm.value_probe`): how well a map from a value's vector to
+   its hidden attributes, learnt on the frequent values, predicts the rare and unseen ones —
+   what stage 3 must do with the vector of a value it has (almost) never seen.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import pandas as pd
 from larr.config import Config
 from larr.encoders import REGISTRY, EncoderUnavailable, eval_settings, load_encoder, model_folder
 from larr.llm.pairs import PAIR_TYPES, EvalSet, PairData
+from larr.llm.value_probe import value_transfer
 from larr.metrics import mrr, recall_at_k
 
 MODELS: tuple[str, ...] = tuple(REGISTRY)  # untuned, stage1, minilm, larr: the tables' column order
@@ -81,8 +85,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def scene_value_table(data_dir: Path) -> pd.DataFrame | None:
     """``scene_attributes.parquet`` with a ``text`` column (the value rendered as its feature
-    renders it) and ``seen`` (the value occurs in the train split); None when the data set has no
-    hidden attributes (e.g. MovieLens)."""
+    renders it), ``train_rows`` (its rows in the train split) and ``seen`` (``train_rows`` > 0);
+    None when the data set has no hidden attributes (e.g. MovieLens)."""
     from larr.data.schema import impressions_table, read_scene_features, read_table
 
     path = Path(data_dir) / SCENE_ATTRIBUTES_FILE
@@ -95,14 +99,15 @@ def scene_value_table(data_dir: Path) -> pd.DataFrame | None:
     imps = read_table(Path(data_dir) / "impressions.parquet", impressions_table(list(features.values())),
                       columns=["split", *features]).to_pandas()
     train = imps[imps["split"].astype(str) == "train"]
-    seen = {f: set(train[f].astype(str)) for f in features}
-    table["seen"] = [str(v) in seen[f] for f, v in zip(table["feature"], table["value"])]
+    counts = {f: train[f].astype(str).value_counts() for f in features}
+    table["train_rows"] = [int(counts[f].get(str(v), 0)) for f, v in zip(table["feature"], table["value"])]
+    table["seen"] = table["train_rows"] > 0
     return table
 
 
 def attribute_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns
-            if c not in ("feature", "value", "text", "seen") and pd.api.types.is_numeric_dtype(table[c])]
+            if c not in ("feature", "value", "text", "seen", "train_rows") and pd.api.types.is_numeric_dtype(table[c])]
 
 
 @dataclass
@@ -121,6 +126,8 @@ class SceneScores:
     feature as stage 3 sees them: ``unseen`` is the Spearman over (unseen, seen) value pairs and
     ``unseen_top1`` the share of unseen values whose nearest seen value is the nearest by hidden
     attributes (the value whose learnt effect the ID imputation borrows). None without unseen values.
+    ``transfer_rare`` / ``transfer_unseen``: R² of a map vector → attributes learnt on the frequent
+    values, on the rare and the unseen ones (:mod:`larr.llm.value_probe`; None without train counts).
     """
 
     pooled: float | None
@@ -129,11 +136,14 @@ class SceneScores:
     mean_cosine: float
     unseen: float | None = None
     unseen_top1: float | None = None
+    transfer_rare: float | None = None
+    transfer_unseen: float | None = None
 
 
-def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> SceneScores:
+def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | None = None) -> SceneScores:
     """Spearman between text-embedding cosine and attribute cosine over all pairs of values of
-    the same feature. ``vectors`` are the embeddings of ``table['text']``."""
+    the same feature. ``vectors`` are the embeddings of ``table['text']``; with ``rare_below`` (and
+    the table's ``train_rows``) also the transfer probe of :mod:`larr.llm.value_probe`."""
     attrs = table[attribute_columns(table)].to_numpy(np.float64)
     text_sims, attr_sims, per_feature = [], [], {}
     for feature, rows in table.groupby("feature", sort=True).indices.items():
@@ -148,6 +158,8 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> SceneScores:
     defined = [v for v in per_feature.values() if v is not None]
     texts = np.concatenate(text_sims)
     unseen, top1 = _unseen_scores(table, vectors, attrs) if "seen" in table else (None, None)
+    transfer = (value_transfer(table, vectors, attribute_columns(table), rare_below)
+                if rare_below is not None and "train_rows" in table else None)
     return SceneScores(
         pooled=_spearman(texts, np.concatenate(attr_sims)),
         per_feature=per_feature,
@@ -155,6 +167,8 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray) -> SceneScores:
         mean_cosine=float(texts.mean()),
         unseen=unseen,
         unseen_top1=top1,
+        transfer_rare=transfer.rare if transfer else None,
+        transfer_unseen=transfer.unseen if transfer else None,
     )
 
 
@@ -195,7 +209,8 @@ def evaluation_texts(heldout: dict[str, EvalSet], scene: pd.DataFrame | None) ->
     return list(texts)
 
 
-def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFrame | None) -> dict[str, Any]:
+def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFrame | None,
+                rare_below: int | None = None) -> dict[str, Any]:
     """All metrics of one encoder: {'recall@10': {type: v}, 'mrr': {type: v}, 'scene': SceneScores}."""
     texts = evaluation_texts(heldout, scene)
     vecs = encode(texts)
@@ -212,7 +227,7 @@ def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFra
         out[f"recall@{K}"][kind] = m[f"recall@{K}"]
         out["mrr"][kind] = m["mrr"]
     if scene is not None:
-        out["scene"] = scene_semantics(scene, v(scene["text"].tolist()))
+        out["scene"] = scene_semantics(scene, v(scene["text"].tolist()), rare_below)
     return out
 
 
@@ -234,9 +249,10 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
             _warn(f"{e}; the '{name}' row is skipped")
     result: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}, "scene_semantics": {}, "scene_semantics_per_feature": {},
                               "scene_semantics_macro": {}, "scene_cosine_mean": {}, "scene_semantics_unseen": {},
-                              "scene_unseen_top1": {}}
+                              "scene_unseen_top1": {}, "scene_transfer_rare": {}, "scene_transfer_unseen": {}}
     for name in available:
-        scores = score_model(load_encoder(name, cfg, run_dir, progress, eval_settings(cfg)).encode, data.heldout, scene)
+        scores = score_model(load_encoder(name, cfg, run_dir, progress, eval_settings(cfg)).encode, data.heldout, scene,
+                             cfg.experiment.rare_below)
         gc.collect()  # one LLM in memory at a time
         for metric in (f"recall@{K}", "mrr"):
             for kind, value in scores[metric].items():
@@ -248,6 +264,8 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
             result["scene_cosine_mean"][name] = _round(sc.mean_cosine)
             result["scene_semantics_unseen"][name] = _round(sc.unseen)
             result["scene_unseen_top1"][name] = _round(sc.unseen_top1)
+            result["scene_transfer_rare"][name] = _round(sc.transfer_rare)
+            result["scene_transfer_unseen"][name] = _round(sc.transfer_unseen)
             for feature, value in sc.per_feature.items():
                 result["scene_semantics_per_feature"].setdefault(feature, {})[name] = _round(value)
     result["heldout_pairs"] = {k: len(v) for k, v in data.heldout.items()}
@@ -287,6 +305,9 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
                   *(_fmt(result.get("scene_semantics_unseen", {}).get(m)) for m in names))
         s.add_row("unseen: nearest seen value right",
                   *(_fmt(result.get("scene_unseen_top1", {}).get(m)) for m in names))
+        s.add_row("[bold]transfer R²[/]: rare values", *(_fmt(result.get("scene_transfer_rare", {}).get(m)) for m in names))
+        s.add_row("[bold]transfer R²[/]: unseen values",
+                  *(_fmt(result.get("scene_transfer_unseen", {}).get(m)) for m in names))
         for feature, vals in sorted(result.get("scene_semantics_per_feature", {}).items()):
             s.add_row(feature, *(_fmt(vals.get(m)) for m in names))
         s.add_row("[dim]mean cosine (anisotropy)[/]",

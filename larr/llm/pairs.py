@@ -10,7 +10,10 @@ check every returned pair against the rule (and that nothing breaking it is retu
   users clicked both, and the co-click count normalised by ``sqrt(n_a · n_b)`` ≥ ``min_score``);
 - :func:`user_shop_pairs`: one click event = one pair (a user at a moment, the shop clicked);
 - optionally (weight ``contrastive.weights.scene_shop`` > 0) :func:`scene_shop_pairs`: a scene
-  value's own text ("weather: heavy rain") and shops of the categories it lifts among clicks.
+  value's own text ("weather: heavy rain") and shops of the categories it lifts among clicks;
+- optionally (weight ``contrastive.weights.scene_scene`` > 0) :func:`scene_scene_pairs`: two
+  values of one scene feature whose clicks lean to the same categories ("weather: heavy rain",
+  "weather: thunderstorm").
 
 Text of each side (rendered with the stage-1 corpus functions, so both stages read one format):
 
@@ -214,6 +217,51 @@ def scene_shop_pairs(
     return pd.DataFrame(rows, columns=cols)
 
 
+def click_profiles(clicks: pd.DataFrame, shops: pd.DataFrame, feature: str, min_clicks: int,
+                   smoothing: float = 20.0) -> pd.DataFrame:
+    """Each value of ``feature`` with at least ``min_clicks`` train clicks → its smoothed log-lift
+    over shop categories, ``log(P(c | click, v) / P(c | click))`` with ``smoothing`` pseudo-clicks
+    spread by the overall shares (a rare value's profile is pulled to 0, not to noise), centred
+    over the kept values (what all of them share is the feature's, not a value's). Rows: values
+    (as strings, sorted), columns: categories."""
+    cat = clicks["shop_id"].map(shops.set_index("shop_id")["category"])
+    share = cat.value_counts(normalize=True).sort_index()
+    counts = pd.crosstab(clicks[feature].astype(str), cat).reindex(columns=share.index, fill_value=0)
+    counts = counts[counts.sum(axis=1) >= min_clicks].sort_index()
+    p = (counts + smoothing * share).div(counts.sum(axis=1) + smoothing, axis=0)
+    lift = np.log(p / share)
+    return lift - lift.mean(axis=0)
+
+
+def scene_scene_pairs(
+    clicks: pd.DataFrame, shops: pd.DataFrame, scene: Sequence[SceneFeature], min_clicks: int = 30,
+    min_similarity: float = 0.5, max_per_value: int = 3,
+) -> pd.DataFrame:
+    """Two values of one scene feature that shift clicks the same way: the geometry stage 3 reads.
+
+    Rule: per feature f, the values with at least ``min_clicks`` train clicks get their click
+    profile (:func:`click_profiles`); two values are a pair when the cosine of their profiles is
+    ≥ ``min_similarity`` and one is among the other's ``max_per_value`` most similar (ties: the
+    value's string); pairs are unordered (``left`` < ``right`` as strings). "weather: heavy rain"
+    and "weather: thunderstorm" end up close because the clicks say they mean the same to a
+    hungry customer, and a never-seen "weather: typhoon" can only land near them through its
+    words — what stage 3 needs of the vector of a rare or new value, taught on frequent ones.
+    Columns: ``feature``, ``left``, ``right`` (values as strings), ``similarity``.
+    """
+    rows: list[tuple] = []
+    for f in scene:
+        prof = click_profiles(clicks, shops, f.name, min_clicks)
+        if len(prof) < 2:
+            continue
+        x = prof.to_numpy(np.float64)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+        values = prof.index.to_numpy(dtype=str)
+        for i, j in _top_partners(x @ x.T, x @ x.T >= min_similarity, values, max_per_value):
+            rows.append((f.name, str(values[i]), str(values[j]), float(x[i] @ x[j])))
+    return pd.DataFrame(rows, columns=["feature", "left", "right", "similarity"])
+
+
 # ---------------------------------------------------------------------------- hold-out
 
 
@@ -347,12 +395,16 @@ def build_pairs(data_dir: Path, cfg: Config) -> PairData:
         "shop_shop": _same_kind_set(train_df["shop_shop"], shop_txt),
         "user_shop": us_text.pair_set(train_df["user_shop"], shop_txt),
     }
+    render = {f.name: f.render for f in scene}
     if cc.weights.get("scene_shop", 0.0) > 0:  # training only: its test is the scene-semantics score
         sc = scene_shop_pairs(clicks, shops, scene, cc.sc_min_lift, cc.sc_min_clicks, cc.sc_max_categories,
                               cc.sc_shops_per_category)
-        render = {f.name: f.render for f in scene}
         train["scene_shop"] = PairSet([render[f](v) for f, v in zip(sc["feature"], sc["value"])],
                                       [shop_txt[int(s)] for s in sc["right"]])
+    if cc.weights.get("scene_scene", 0.0) > 0:  # training only, as scene_shop
+        vv = scene_scene_pairs(clicks, shops, scene, cc.scs_min_clicks, cc.scs_min_similarity, cc.scs_max_per_value)
+        train["scene_scene"] = PairSet([render[f](v) for f, v in zip(vv["feature"], vv["left"])],
+                                       [render[f](v) for f, v in zip(vv["feature"], vv["right"])])
     heldout = {
         "user_user": _same_kind_eval(held_df["user_user"], raw["user_user"], user_doc, cc.eval_max_candidates, cfg.seed),
         "shop_shop": _same_kind_eval(held_df["shop_shop"], raw["shop_shop"], shop_txt, cc.eval_max_candidates, cfg.seed),
