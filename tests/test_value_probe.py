@@ -37,6 +37,7 @@ def test_vectors_that_are_the_attributes_transfer_and_random_ones_do_not() -> No
     perfect = value_transfer(table, _oracle(table), COLS, rare_below=100)
     assert (perfect.n_fit, perfect.n_rare, perfect.n_unseen) == (24, 10, 12)
     assert perfect.rare > 0.9 and perfect.unseen > 0.9
+    assert set(perfect.by_feature) == {"landmark", "weather"} and min(perfect.by_feature.values()) > 0.8
     rng = np.random.default_rng(1)
     noise = value_transfer(table, rng.normal(size=(len(table), 16)), COLS, rare_below=100)
     assert noise.rare < 0.1 and noise.unseen < 0.1
@@ -47,7 +48,7 @@ def test_a_map_that_carries_the_wrong_direction_scores_below_zero() -> None:
     v = _oracle(table)
     v[table["train_rows"].to_numpy() < 100] *= -1  # rare and unseen values written backwards
     wrong = value_transfer(table, v, COLS, rare_below=100)
-    assert wrong.rare < 0 and wrong.unseen < 0
+    assert wrong.rare < 0 and wrong.unseen < 0 and max(wrong.by_feature.values()) < 0
 
 
 def test_rare_below_decides_which_values_fit_the_map() -> None:

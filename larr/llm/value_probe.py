@@ -26,7 +26,7 @@ puts into a value's vector.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -38,13 +38,15 @@ ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 @dataclass
 class TransferScores:
     """R² of the frequent-values map on the rare and the unseen values (None: no such values, or
-    too few frequent values to fit), and how many values each group holds."""
+    too few frequent values to fit), how many values each group holds, and the R² of the rare and
+    unseen values together per feature (which features carry over)."""
 
     rare: float | None
     unseen: float | None
     n_fit: int
     n_rare: int
     n_unseen: int
+    by_feature: dict[str, float | None] = field(default_factory=dict)
 
 
 def standardize_per_feature(features: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -86,6 +88,9 @@ def value_transfer(table: pd.DataFrame, vectors: np.ndarray, attr_cols: list[str
         return TransferScores(None, None, int(fit.sum()), int(rare.sum()), int(unseen.sum()))
     model = RidgeCV(alphas=ALPHAS, fit_intercept=False).fit(x[fit], y[fit])
     pred = model.predict(x)
+    held = rare | unseen
     return TransferScores(_r2(pred[rare], y[rare]) if rare.any() else None,
                           _r2(pred[unseen], y[unseen]) if unseen.any() else None,
-                          int(fit.sum()), int(rare.sum()), int(unseen.sum()))
+                          int(fit.sum()), int(rare.sum()), int(unseen.sum()),
+                          {str(f): _r2(pred[held & (features == f)], y[held & (features == f)])
+                           for f in np.unique(features[held])})
