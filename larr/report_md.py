@@ -146,6 +146,8 @@ def stage2_tables(s2: dict) -> list[str]:
                   ("unseen: nearest seen value right", "scene_unseen_top1"),
                   ("transfer R², rare values", "scene_transfer_rare"),
                   ("transfer R², unseen values", "scene_transfer_unseen"),
+                  ("neighbour-mix R², rare values", "scene_neighbours_rare"),
+                  ("neighbour-mix R², unseen values", "scene_neighbours_unseen"),
                   ("mean cosine (anisotropy)", "scene_cosine_mean")]
         rows = [[label, *(fmt((s2.get(key) or {}).get(m), 3) for m in models)] for label, key in scores
                 if s2.get(key)]
@@ -155,7 +157,8 @@ def stage2_tables(s2: dict) -> list[str]:
             out += ["Scene semantics (Spearman of text cosine vs hidden-attribute cosine):", "",
                     table(["score", *models], rows), ""]
     done = {"scene_semantics", "scene_semantics_macro", "scene_semantics_unseen", "scene_unseen_top1",
-            "scene_transfer_rare", "scene_transfer_unseen", "scene_cosine_mean", "scene_semantics_per_feature", "mrr", "heldout_pairs", recall_key}
+            "scene_transfer_rare", "scene_transfer_unseen", "scene_neighbours_rare", "scene_neighbours_unseen",
+            "scene_cosine_mean", "scene_semantics_per_feature", "mrr", "heldout_pairs", recall_key}
     rest = {k: v for k, v in s2.items() if k not in done}
     if rest:
         out += ["Training:", "", values_table(rest), ""]

@@ -18,6 +18,6 @@ def test_every_store_is_scored_between_the_random_and_the_oracle_bound(quick_run
     monkeypatch.setattr(sys, "argv", ["value_transfer.py", "--run", str(quick_run), "--rare-below", "20"])
     bench.main()
     out = capsys.readouterr().out
-    assert "R² unseen" in out and "minilm" in out
+    assert "map R² unseen" in out and "minilm" in out
     saved = json.loads((quick_run / "value_transfer.json").read_text())
     assert saved[str(quick_run)]["oracle"]["unseen"] == scores["oracle"].unseen

@@ -51,6 +51,22 @@ def test_a_map_that_carries_the_wrong_direction_scores_below_zero() -> None:
     assert wrong.rare < 0 and wrong.unseen < 0 and max(wrong.by_feature.values()) < 0
 
 
+def test_the_neighbour_mix_borrows_from_the_nearest_frequent_values() -> None:
+    table = _table()
+    fit = table.index[table["train_rows"] >= 100]
+    twin = {i: fit[(i * 7) % 20] for i in range(20, 40)}  # each rare/unseen landmark copies a frequent one
+    cols = table.columns.get_indexer(COLS)
+    v = _oracle(table)
+    for i, j in twin.items():
+        table.iloc[i, cols] = table.iloc[j, cols].to_numpy()
+        v[i] = v[j]
+    near = value_transfer(table, v, COLS, rare_below=100, temperature=0.01)
+    assert near.knn_rare > 0.95 and near.knn_unseen > 0.6  # the weathers have 4 frequent values to mix
+    rng = np.random.default_rng(2)
+    blind = value_transfer(table, rng.normal(size=(len(table), 16)), COLS, rare_below=100, temperature=0.01)
+    assert blind.knn_rare < 0.1 and blind.knn_unseen < 0.1
+
+
 def test_rare_below_decides_which_values_fit_the_map() -> None:
     table = _table()
     assert value_transfer(table, _oracle(table), COLS, rare_below=1000).rare is None  # nothing frequent enough

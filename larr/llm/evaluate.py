@@ -127,7 +127,9 @@ class SceneScores:
     ``unseen_top1`` the share of unseen values whose nearest seen value is the nearest by hidden
     attributes (the value whose learnt effect the ID imputation borrows). None without unseen values.
     ``transfer_rare`` / ``transfer_unseen``: R² of a map vector → attributes learnt on the frequent
-    values, on the rare and the unseen ones (:mod:`larr.llm.value_probe`; None without train counts).
+    values, on the rare and the unseen ones (:mod:`larr.llm.value_probe`; None without train counts);
+    ``neighbours_rare`` / ``neighbours_unseen``: the same R² of the imputer's softmax mix of the
+    nearest frequent values.
     """
 
     pooled: float | None
@@ -138,9 +140,12 @@ class SceneScores:
     unseen_top1: float | None = None
     transfer_rare: float | None = None
     transfer_unseen: float | None = None
+    neighbours_rare: float | None = None
+    neighbours_unseen: float | None = None
 
 
-def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | None = None) -> SceneScores:
+def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | None = None,
+                    temperature: float = 0.05) -> SceneScores:
     """Spearman between text-embedding cosine and attribute cosine over all pairs of values of
     the same feature. ``vectors`` are the embeddings of ``table['text']``; with ``rare_below`` (and
     the table's ``train_rows``) also the transfer probe of :mod:`larr.llm.value_probe`."""
@@ -158,7 +163,7 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | 
     defined = [v for v in per_feature.values() if v is not None]
     texts = np.concatenate(text_sims)
     unseen, top1 = _unseen_scores(table, vectors, attrs) if "seen" in table else (None, None)
-    transfer = (value_transfer(table, vectors, attribute_columns(table), rare_below)
+    transfer = (value_transfer(table, vectors, attribute_columns(table), rare_below, temperature=temperature)
                 if rare_below is not None and "train_rows" in table else None)
     return SceneScores(
         pooled=_spearman(texts, np.concatenate(attr_sims)),
@@ -169,6 +174,8 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | 
         unseen_top1=top1,
         transfer_rare=transfer.rare if transfer else None,
         transfer_unseen=transfer.unseen if transfer else None,
+        neighbours_rare=transfer.knn_rare if transfer else None,
+        neighbours_unseen=transfer.knn_unseen if transfer else None,
     )
 
 
@@ -210,7 +217,7 @@ def evaluation_texts(heldout: dict[str, EvalSet], scene: pd.DataFrame | None) ->
 
 
 def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFrame | None,
-                rare_below: int | None = None) -> dict[str, Any]:
+                rare_below: int | None = None, temperature: float = 0.05) -> dict[str, Any]:
     """All metrics of one encoder: {'recall@10': {type: v}, 'mrr': {type: v}, 'scene': SceneScores}."""
     texts = evaluation_texts(heldout, scene)
     vecs = encode(texts)
@@ -227,7 +234,7 @@ def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFra
         out[f"recall@{K}"][kind] = m[f"recall@{K}"]
         out["mrr"][kind] = m["mrr"]
     if scene is not None:
-        out["scene"] = scene_semantics(scene, v(scene["text"].tolist()), rare_below)
+        out["scene"] = scene_semantics(scene, v(scene["text"].tolist()), rare_below, temperature)
     return out
 
 
@@ -249,10 +256,11 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
             _warn(f"{e}; the '{name}' row is skipped")
     result: dict[str, Any] = {f"recall@{K}": {}, "mrr": {}, "scene_semantics": {}, "scene_semantics_per_feature": {},
                               "scene_semantics_macro": {}, "scene_cosine_mean": {}, "scene_semantics_unseen": {},
-                              "scene_unseen_top1": {}, "scene_transfer_rare": {}, "scene_transfer_unseen": {}}
+                              "scene_unseen_top1": {}, "scene_transfer_rare": {}, "scene_transfer_unseen": {},
+                              "scene_neighbours_rare": {}, "scene_neighbours_unseen": {}}
     for name in available:
         scores = score_model(load_encoder(name, cfg, run_dir, progress, eval_settings(cfg)).encode, data.heldout, scene,
-                             cfg.experiment.rare_below)
+                             cfg.experiment.rare_below, cfg.rec.impute_temperature)
         gc.collect()  # one LLM in memory at a time
         for metric in (f"recall@{K}", "mrr"):
             for kind, value in scores[metric].items():
@@ -266,6 +274,8 @@ def evaluate(cfg: Config, run_dir: Path, data_dir: Path, data: PairData, progres
             result["scene_unseen_top1"][name] = _round(sc.unseen_top1)
             result["scene_transfer_rare"][name] = _round(sc.transfer_rare)
             result["scene_transfer_unseen"][name] = _round(sc.transfer_unseen)
+            result["scene_neighbours_rare"][name] = _round(sc.neighbours_rare)
+            result["scene_neighbours_unseen"][name] = _round(sc.neighbours_unseen)
             for feature, value in sc.per_feature.items():
                 result["scene_semantics_per_feature"].setdefault(feature, {})[name] = _round(value)
     result["heldout_pairs"] = {k: len(v) for k, v in data.heldout.items()}
@@ -308,6 +318,9 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
         s.add_row("[bold]transfer R²[/]: rare values", *(_fmt(result.get("scene_transfer_rare", {}).get(m)) for m in names))
         s.add_row("[bold]transfer R²[/]: unseen values",
                   *(_fmt(result.get("scene_transfer_unseen", {}).get(m)) for m in names))
+        s.add_row("neighbour-mix R²: rare / unseen",
+                  *(f"{_fmt(result.get('scene_neighbours_rare', {}).get(m))} / "
+                    f"{_fmt(result.get('scene_neighbours_unseen', {}).get(m))}" for m in names))
         for feature, vals in sorted(result.get("scene_semantics_per_feature", {}).items()):
             s.add_row(feature, *(_fmt(vals.get(m)) for m in names))
         s.add_row("[dim]mean cosine (anisotropy)[/]",

@@ -13,6 +13,10 @@ vectors; this probe asks the stage-3 question directly, on the synthetic world's
    only: those with at least ``rare_below`` train rows, as the stage-3 slices count them;
 3. it predicts the attributes of the **rare** (seen, fewer rows) and the **unseen** values.
 
+Next to the learnt map, the imputer's rule (:class:`larr.rec.models.UnseenIDImputer`) is scored the same
+way: each rare or unseen value predicted as the mix of its feature's frequent values,
+``softmax(cos / τ)``-weighted — what borrowing from the nearest seen values gives (``knn_*``).
+
 The score of each group is R² = 1 − Σ‖ŷ − y‖² / Σ‖y‖²: 1 for vectors that are the attributes,
 ≈ 0 or below for vectors that only tell values apart (random vectors: the map learnt on frequent
 values predicts nothing for the others), and below 0 when the map carries the wrong direction.
@@ -47,6 +51,8 @@ class TransferScores:
     n_rare: int
     n_unseen: int
     by_feature: dict[str, float | None] = field(default_factory=dict)
+    knn_rare: float | None = None
+    knn_unseen: float | None = None
 
 
 def standardize_per_feature(features: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -66,10 +72,23 @@ def _r2(pred: np.ndarray, truth: np.ndarray) -> float | None:
     return None if len(truth) == 0 or total == 0 else 1.0 - float(((pred - truth) ** 2).sum()) / total
 
 
+def _neighbour_mix(features: np.ndarray, x: np.ndarray, y: np.ndarray, fit: np.ndarray, tau: float) -> np.ndarray:
+    """Each row's prediction as the softmax(cos / τ) mix of its feature's fit rows' ``y`` (fit rows: their own)."""
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    out = y.copy()
+    for f in np.unique(features[fit]):
+        pool, ask = np.flatnonzero((features == f) & fit), np.flatnonzero((features == f) & ~fit)
+        logits = unit[ask] @ unit[pool].T / tau
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        out[ask] = (w / w.sum(axis=1, keepdims=True)) @ y[pool]
+    return out
+
+
 def value_transfer(table: pd.DataFrame, vectors: np.ndarray, attr_cols: list[str], rare_below: int,
-                   min_fit: int = 10) -> TransferScores:
+                   min_fit: int = 10, temperature: float = 0.05) -> TransferScores:
     """The probe above. ``table``: one row per scene value with ``feature``, ``train_rows`` and the
-    attribute columns ``attr_cols``; ``vectors``: each value's text vector, in the table's order."""
+    attribute columns ``attr_cols``; ``vectors``: each value's text vector, in the table's order;
+    ``temperature``: τ of the neighbour mix (``rec.impute_temperature``)."""
     from sklearn.linear_model import RidgeCV
 
     features = table["feature"].astype(str).to_numpy()
@@ -89,8 +108,9 @@ def value_transfer(table: pd.DataFrame, vectors: np.ndarray, attr_cols: list[str
     model = RidgeCV(alphas=ALPHAS, fit_intercept=False).fit(x[fit], y[fit])
     pred = model.predict(x)
     held = rare | unseen
-    return TransferScores(_r2(pred[rare], y[rare]) if rare.any() else None,
-                          _r2(pred[unseen], y[unseen]) if unseen.any() else None,
+    mix = _neighbour_mix(features, x, y, fit, temperature)
+    return TransferScores(_r2(pred[rare], y[rare]), _r2(pred[unseen], y[unseen]),
                           int(fit.sum()), int(rare.sum()), int(unseen.sum()),
                           {str(f): _r2(pred[held & (features == f)], y[held & (features == f)])
-                           for f in np.unique(features[held])})
+                           for f in np.unique(features[held])},
+                          _r2(mix[rare], y[rare]), _r2(mix[unseen], y[unseen]))
