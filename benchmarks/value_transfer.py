@@ -42,6 +42,7 @@ def store_scores(run: Path, rare_below: int, temperature: float = 0.05, dim: int
     values = scene_value_table(data)
     if values is None:
         raise SystemExit(f"{data}: no hidden scene attributes (only `larr data synth` worlds have them)")
+    values = values[values["occurs"]].reset_index(drop=True)  # what the stores hold: values some request has
     cols = attribute_columns(values)
     keys = [scene_key(f, v) for f, v in zip(values["feature"], values["value"])]
     out: dict[str, TransferScores] = {}

@@ -85,8 +85,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def scene_value_table(data_dir: Path) -> pd.DataFrame | None:
     """``scene_attributes.parquet`` with a ``text`` column (the value rendered as its feature
-    renders it), ``train_rows`` (its rows in the train split) and ``seen`` (``train_rows`` > 0);
-    None when the data set has no hidden attributes (e.g. MovieLens)."""
+    renders it), ``train_rows`` (its rows in the train split), ``seen`` (``train_rows`` > 0) and
+    ``occurs`` (it has rows in some split: a world may define values no request ever holds); None
+    when the data set has no hidden attributes (e.g. MovieLens)."""
     from larr.data.schema import impressions_table, read_scene_features, read_table
 
     path = Path(data_dir) / SCENE_ATTRIBUTES_FILE
@@ -100,14 +101,17 @@ def scene_value_table(data_dir: Path) -> pd.DataFrame | None:
                       columns=["split", *features]).to_pandas()
     train = imps[imps["split"].astype(str) == "train"]
     counts = {f: train[f].astype(str).value_counts() for f in features}
+    present = {f: set(imps[f].astype(str)) for f in features}
     table["train_rows"] = [int(counts[f].get(str(v), 0)) for f, v in zip(table["feature"], table["value"])]
     table["seen"] = table["train_rows"] > 0
+    table["occurs"] = [str(v) in present[f] for f, v in zip(table["feature"], table["value"])]
     return table
 
 
 def attribute_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns
-            if c not in ("feature", "value", "text", "seen", "train_rows") and pd.api.types.is_numeric_dtype(table[c])]
+            if c not in ("feature", "value", "text", "seen", "train_rows", "occurs")
+            and pd.api.types.is_numeric_dtype(table[c])]
 
 
 @dataclass
@@ -148,7 +152,8 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | 
                     temperature: float = 0.05) -> SceneScores:
     """Spearman between text-embedding cosine and attribute cosine over all pairs of values of
     the same feature. ``vectors`` are the embeddings of ``table['text']``; with ``rare_below`` (and
-    the table's ``train_rows``) also the transfer probe of :mod:`larr.llm.value_probe`."""
+    the table's ``train_rows``) also the transfer probe of :mod:`larr.llm.value_probe`, on the values
+    that occur in the data."""
     attrs = table[attribute_columns(table)].to_numpy(np.float64)
     text_sims, attr_sims, per_feature = [], [], {}
     for feature, rows in table.groupby("feature", sort=True).indices.items():
@@ -163,8 +168,11 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | 
     defined = [v for v in per_feature.values() if v is not None]
     texts = np.concatenate(text_sims)
     unseen, top1 = _unseen_scores(table, vectors, attrs) if "seen" in table else (None, None)
-    transfer = (value_transfer(table, vectors, attribute_columns(table), rare_below, temperature=temperature)
-                if rare_below is not None and "train_rows" in table else None)
+    transfer = None
+    if rare_below is not None and "train_rows" in table:
+        occurs = table["occurs"].to_numpy(bool) if "occurs" in table else np.ones(len(table), bool)
+        transfer = value_transfer(table[occurs].reset_index(drop=True), np.asarray(vectors)[occurs],
+                                  attribute_columns(table), rare_below, temperature=temperature)
     return SceneScores(
         pooled=_spearman(texts, np.concatenate(attr_sims)),
         per_feature=per_feature,

@@ -22,7 +22,7 @@ The score of each group is R² = 1 − Σ‖ŷ − y‖² / Σ‖y‖²: 1 for v
 values predicts nothing for the others), and below 0 when the map carries the wrong direction.
 One map for all features cannot give each feature its own scale (the world weighs weather 2.6,
 an hour 0.35, and step 1 makes every feature's vectors the same size), so even vectors that *are*
-the attributes stay below 1 on a synthetic world (0.73 rare / 0.76 unseen on the demo world):
+the attributes stay below 1 on a synthetic world (0.70 rare / 0.73 unseen on the demo world):
 read an encoder against that ceiling. It needs no CTR training (seconds per encoder) and brackets
 an encoder between random and oracle (``benchmarks/value_transfer.py``) the way
 ``benchmarks/oracle_vectors.py`` does for stage 3 — the number to watch when changing what stage 2
