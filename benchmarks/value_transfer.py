@@ -6,8 +6,8 @@ For each run (a ``larr demo`` or a world of ``benchmarks/world_seeds.py``) and e
 ``RUN_DIR/embeddings`` (``larr``, ``untuned``, ``minilm``, an oracle copy's store …), the scene vectors the
 CTR model reads are scored by :func:`larr.llm.value_probe.value_transfer`: R² of a map vector → hidden
 attributes learnt on the frequent values, on the rare and the never-seen ones, and of the imputer's
-neighbour mix. Two bounds are scored on the same values: ``random`` (a standard-normal vector per value: tells values apart, knows nothing) and
-``oracle`` (the attributes themselves, as ``benchmarks/oracle_vectors.py`` writes them). Seconds per run, no
+neighbour mix. Two bounds are scored on the same values: ``random`` (a standard-normal vector per
+value: tells values apart, knows nothing) and ``oracle`` (the attributes themselves, as ``benchmarks/oracle_vectors.py`` writes them). Seconds per run, no
 training: the first check of a stage-2 change, before any stage-3 run. Prints one table (rows: run × store)
 and writes ``value_transfer.json`` into the common parent of the runs.
 """
@@ -23,10 +23,9 @@ import numpy as np
 
 from larr import layout
 from larr.data.scene import scene_key
-from larr.config import RecConfig
 from larr.io import atomic_write_text
 from larr.llm.evaluate import SCENE_ATTRIBUTES_FILE, attribute_columns, scene_value_table
-from larr.llm.value_probe import TransferScores, value_transfer
+from larr.llm.value_probe import DEFAULT_TEMPERATURE, TransferScores, value_transfer
 from larr.report_md import table
 from larr.store.disk import DiskStore
 
@@ -36,7 +35,8 @@ from oracle_vectors import scene_vectors  # noqa: E402  (a sibling script, not a
 BOUNDS = ("random", "oracle")
 
 
-def store_scores(run: Path, rare_below: int, temperature: float = 0.05, dim: int = 256) -> dict[str, TransferScores]:
+def store_scores(run: Path, rare_below: int, temperature: float = DEFAULT_TEMPERATURE,
+                 dim: int = 256) -> dict[str, TransferScores]:
     """Store name (and the two bounds) → its transfer scores on ``run``'s scene values."""
     data = layout.data_dir(run)
     values = scene_value_table(data)
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, action="append", required=True, help="A finished synthetic run (repeatable).")
     ap.add_argument("--rare-below", type=int, default=100,
                     help="Frequent values (the map's fit) have at least this many train rows (experiment.rare_below).")
-    ap.add_argument("--temperature", type=float, default=RecConfig().impute_temperature,
+    ap.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                     help="τ of the neighbour mix (rec.impute_temperature, the imputer's).")
     args = ap.parse_args()
     result: dict[str, dict[str, dict]] = {}

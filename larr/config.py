@@ -119,7 +119,8 @@ class PretrainConfig(_Strict):
     )
 
 
-PAIR_WEIGHTS = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0, "scene_shop": 0.0, "scene_scene": 0.0}  # stage-2 defaults
+PAIR_WEIGHTS = {"user_user": 1.0, "shop_shop": 1.0, "user_shop": 1.0,  # stage-2 defaults
+                "scene_shop": 0.0, "scene_scene": 0.0}
 
 
 EncoderName = Literal["larr", "untuned", "minilm"]
@@ -138,8 +139,8 @@ class ContrastiveConfig(_Strict):
     temperature: float = Field(0.05, gt=0, description="InfoNCE temperature τ (cosine similarities / τ).")
     weights: dict[str, float] = Field(
         dict(PAIR_WEIGHTS),
-        description="λ per pair type in λ1·L_uu + λ2·L_ss + λ3·L_us + λ4·L_sc + λ5·L_scs (scene_shop, scene_scene: see pairs.scene_shop_pairs, "
-        "pairs.scene_scene_pairs); "
+        description="λ per pair type in λ1·L_uu + λ2·L_ss + λ3·L_us + λ4·L_sc + λ5·L_scs (scene_shop, scene_scene: "
+        "see pairs.scene_shop_pairs, pairs.scene_scene_pairs); "
         "a type with weight 0 is not trained. Types left out keep their default (--set contrastive.weights.user_user=0 "
         "changes only that one).",
     )

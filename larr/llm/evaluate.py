@@ -35,7 +35,7 @@ import pandas as pd
 from larr.config import Config
 from larr.encoders import REGISTRY, EncoderUnavailable, eval_settings, load_encoder, model_folder
 from larr.llm.pairs import PAIR_TYPES, EvalSet, PairData
-from larr.llm.value_probe import value_transfer
+from larr.llm.value_probe import DEFAULT_TEMPERATURE, value_transfer
 from larr.metrics import mrr, recall_at_k
 
 MODELS: tuple[str, ...] = tuple(REGISTRY)  # untuned, stage1, minilm, larr: the tables' column order
@@ -149,7 +149,7 @@ class SceneScores:
 
 
 def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | None = None,
-                    temperature: float = 0.05) -> SceneScores:
+                    temperature: float = DEFAULT_TEMPERATURE) -> SceneScores:
     """Spearman between text-embedding cosine and attribute cosine over all pairs of values of
     the same feature. ``vectors`` are the embeddings of ``table['text']``; with ``rare_below`` (and
     the table's ``train_rows``) also the transfer probe of :mod:`larr.llm.value_probe`, on the values
@@ -225,7 +225,7 @@ def evaluation_texts(heldout: dict[str, EvalSet], scene: pd.DataFrame | None) ->
 
 
 def score_model(encode: EncodeFn, heldout: dict[str, EvalSet], scene: pd.DataFrame | None,
-                rare_below: int | None = None, temperature: float = 0.05) -> dict[str, Any]:
+                rare_below: int | None = None, temperature: float = DEFAULT_TEMPERATURE) -> dict[str, Any]:
     """All metrics of one encoder: {'recall@10': {type: v}, 'mrr': {type: v}, 'scene': SceneScores}."""
     texts = evaluation_texts(heldout, scene)
     vecs = encode(texts)
@@ -323,7 +323,8 @@ def print_tables(result: dict[str, Any], console: Any) -> None:
                   *(_fmt(result.get("scene_semantics_unseen", {}).get(m)) for m in names))
         s.add_row("unseen: nearest seen value right",
                   *(_fmt(result.get("scene_unseen_top1", {}).get(m)) for m in names))
-        s.add_row("[bold]transfer R²[/]: rare values", *(_fmt(result.get("scene_transfer_rare", {}).get(m)) for m in names))
+        s.add_row("[bold]transfer R²[/]: rare values",
+                  *(_fmt(result.get("scene_transfer_rare", {}).get(m)) for m in names))
         s.add_row("[bold]transfer R²[/]: unseen values",
                   *(_fmt(result.get("scene_transfer_unseen", {}).get(m)) for m in names))
         s.add_row("neighbour-mix R²: rare / unseen",

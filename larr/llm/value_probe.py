@@ -35,6 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from larr.config import RecConfig
+
+DEFAULT_TEMPERATURE: float = RecConfig.model_fields["impute_temperature"].default
+"""τ of the neighbour mix unless told: the imputer's default (``rec.impute_temperature``)."""
+
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
 """Ridge penalties tried (cross-validated on the frequent values)."""
 
@@ -85,7 +90,7 @@ def _neighbour_mix(features: np.ndarray, x: np.ndarray, y: np.ndarray, fit: np.n
 
 
 def value_transfer(table: pd.DataFrame, vectors: np.ndarray, attr_cols: list[str], rare_below: int,
-                   min_fit: int = 10, temperature: float = 0.05) -> TransferScores:
+                   min_fit: int = 10, temperature: float = DEFAULT_TEMPERATURE) -> TransferScores:
     """The probe above. ``table``: one row per scene value with ``feature``, ``train_rows`` and the
     attribute columns ``attr_cols``; ``vectors``: each value's text vector, in the table's order;
     ``temperature``: τ of the neighbour mix (``rec.impute_temperature``)."""
