@@ -57,7 +57,8 @@ yet places the unseen values worse than no scene training at all — "extreme he
 ``scene_scene`` pairs (weight 1, demo world, 5 seeds, this module's defaults otherwise) repair what
 stage 2 does to the *neighbourhoods* of value texts — the imputer's softmax mix of the nearest
 frequent values predicts the rare / unseen values' hidden attributes with R² +0.109 / +0.100
-instead of −0.118 / −0.102 (:mod:`larr.llm.value_probe`; MiniLM +0.226 / +0.316) — but the
+instead of −0.118 / −0.102 (:mod:`larr.llm.value_probe`; MiniLM +0.226 / +0.316; world seed 1:
++0.025 / +0.002 instead of −0.116 / −0.112) — but the
 ``larr`` row gains little from it: Δ vs the default stage 2 +0.0012 / +0.0025 / −0.0033 test
 (all / unseen / rare) and −0.0008 / +0.0023 / −0.0040 valid, none significant. Off.
 
