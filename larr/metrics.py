@@ -1,4 +1,4 @@
-"""Offline metrics: AUC, GAUC, logloss for CTR; recall@k and MRR for retrieval.
+"""Offline metrics: AUC, GAUC, logloss for CTR; recall@k and MRR for retrieval; cosine similarity.
 
 GAUC is the metric LARR (and most industrial CTR work) reports: a ranking is only ever shown
 to one user at a time, so AUC is computed within each user and averaged, weighted by the
@@ -89,3 +89,11 @@ def recall_at_k(scores: np.ndarray, targets: np.ndarray, k: int) -> float:
 def mrr(scores: np.ndarray, targets: np.ndarray) -> float:
     """Mean reciprocal rank of each query's target among its candidates."""
     return float((1.0 / _target_ranks(scores, targets)).mean())
+
+
+def cosine_matrix(x: np.ndarray) -> np.ndarray:
+    """(N, N) cosine similarities of the rows of ``x`` (a zero row: 0 with everything)."""
+    x = np.asarray(x, np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return x @ x.T

@@ -62,3 +62,11 @@ def test_retrieval_metrics():
     assert recall_at_k(scores, targets, 1) == pytest.approx(1 / 3)
     assert recall_at_k(scores, targets, 2) == pytest.approx(2 / 3)
     assert mrr(scores, targets) == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+
+
+def test_cosine_matrix_of_rows_with_a_zero_row() -> None:
+    from larr.metrics import cosine_matrix
+
+    c = cosine_matrix(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]))
+    assert c[0, 1] == pytest.approx(2 ** -0.5) and c[1, 1] == pytest.approx(1.0)
+    assert (c[2] == 0).all() and (c[:, 2] == 0).all()  # a zero row is similar to nothing

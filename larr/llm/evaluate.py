@@ -36,7 +36,7 @@ from larr.config import Config
 from larr.encoders import REGISTRY, EncoderUnavailable, eval_settings, load_encoder, model_folder
 from larr.llm.pairs import PAIR_TYPES, EvalSet, PairData
 from larr.llm.value_probe import DEFAULT_TEMPERATURE, value_transfer
-from larr.metrics import mrr, recall_at_k
+from larr.metrics import cosine_matrix, mrr, recall_at_k
 
 MODELS: tuple[str, ...] = tuple(REGISTRY)  # untuned, stage1, minilm, larr: the tables' column order
 SCENE_ATTRIBUTES_FILE = "scene_attributes.parquet"
@@ -63,13 +63,6 @@ def retrieval_metrics(queries: np.ndarray, candidates: np.ndarray, targets: np.n
     against the target: a model that gives everything the same score ranks it last)."""
     scores = filtered_scores(queries, candidates, exclude or [])
     return {f"recall@{k}": recall_at_k(scores, targets, k), "mrr": mrr(scores, targets)}
-
-
-def _cosine_matrix(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    return x @ x.T
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -158,8 +151,8 @@ def scene_semantics(table: pd.DataFrame, vectors: np.ndarray, rare_below: int | 
     text_sims, attr_sims, per_feature = [], [], {}
     for feature, rows in table.groupby("feature", sort=True).indices.items():
         iu = np.triu_indices(len(rows), k=1)
-        t = _cosine_matrix(vectors[rows])[iu]
-        a = _cosine_matrix(attrs[rows])[iu]
+        t = cosine_matrix(vectors[rows])[iu]
+        a = cosine_matrix(attrs[rows])[iu]
         per_feature[str(feature)] = _spearman(t, a)
         text_sims.append(t)
         attr_sims.append(a)
@@ -196,8 +189,8 @@ def _unseen_scores(table: pd.DataFrame, vectors: np.ndarray, attrs: np.ndarray) 
         if old.all() or not old.any():
             continue
         x = np.asarray(vectors, np.float64)[rows]
-        t = _cosine_matrix(x - x.mean(0))[~old][:, old]  # unseen × seen
-        a = _cosine_matrix(attrs[rows])[~old][:, old]
+        t = cosine_matrix(x - x.mean(0))[~old][:, old]  # unseen × seen
+        a = cosine_matrix(attrs[rows])[~old][:, old]
         text_sims.append(t.ravel())
         attr_sims.append(a.ravel())
         hits.extend(t.argmax(1) == a.argmax(1))

@@ -85,6 +85,7 @@ import scipy.sparse as sp
 from larr.config import Config, ContrastiveConfig
 from larr.data.schema import SHOPS, USERS, SceneFeature, impressions_table, read_scene_features, read_table
 from larr.llm import corpus
+from larr.metrics import cosine_matrix
 
 PAIR_TYPES: tuple[str, ...] = ("user_user", "shop_shop", "user_shop")
 
@@ -261,12 +262,10 @@ def scene_scene_pairs(
         prof = click_profiles(clicks, shops, f.name, min_clicks)
         if len(prof) < 2:
             continue
-        x = prof.to_numpy(np.float64)
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+        sim = cosine_matrix(prof.to_numpy())
         values = prof.index.to_numpy(dtype=str)
-        for i, j in _top_partners(x @ x.T, x @ x.T >= min_similarity, values, max_per_value):
-            rows.append((f.name, str(values[i]), str(values[j]), float(x[i] @ x[j])))
+        for i, j in _top_partners(sim, sim >= min_similarity, values, max_per_value):
+            rows.append((f.name, str(values[i]), str(values[j]), float(sim[i, j])))
     return pd.DataFrame(rows, columns=["feature", "left", "right", "similarity"])
 
 

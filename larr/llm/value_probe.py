@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 
 from larr.config import RecConfig
+from larr.rec.scene_table import group_moments
 
 DEFAULT_TEMPERATURE: float = RecConfig.model_fields["impute_temperature"].default
 """τ of the neighbour mix unless told: the imputer's default (``rec.impute_temperature``)."""
@@ -61,15 +63,14 @@ class TransferScores:
 
 
 def standardize_per_feature(features: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Each feature's rows centred on their mean and divided by their mean norm (the scene table's rule)."""
-    out = np.asarray(vectors, np.float64).copy()
+    """Each feature's rows centred on their mean and divided by their mean norm (the scene table's
+    rule, :func:`larr.rec.scene_table.group_moments`)."""
+    out = torch.from_numpy(np.asarray(vectors, np.float64).copy())
     for f in np.unique(features):
-        rows = features == f
-        out[rows] -= out[rows].mean(0)
-        scale = np.linalg.norm(out[rows], axis=1).mean()
-        if scale > 0:
-            out[rows] /= scale
-    return out
+        rows = torch.from_numpy(features == f)
+        mean, scale = group_moments(out[rows])
+        out[rows] = (out[rows] - mean) / scale
+    return out.numpy()
 
 
 def _r2(pred: np.ndarray, truth: np.ndarray) -> float | None:

@@ -37,6 +37,13 @@ UNKNOWN_ROW = 0
 WHOLE_GROUP = "whole"  # the one standardisation group of the whole-scene table
 
 
+def group_moments(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standardisation rule of one group of raw vectors (N, D): its mean (D,) and its scale,
+    the mean norm after centring (at least 1e-8)."""
+    mean = block.mean(0)
+    return mean, (block - mean).norm(dim=1).mean().clamp_min(1e-8)
+
+
 @dataclass
 class TableStats:
     """Per group: the mean raw vector and the scale (mean norm after centring) of the training table."""
@@ -137,15 +144,14 @@ class SceneTable:
         """
         out = table.clone()
         for start, stop in self.groups.values():
-            block = table[start:stop] - table[start:stop].mean(0, keepdim=True)
-            out[start:stop] = block / block.norm(dim=1).mean().clamp_min(1e-8)
+            mean, scale = group_moments(table[start:stop])
+            out[start:stop] = (table[start:stop] - mean) / scale
         return out
 
     def stats(self, table: torch.Tensor) -> TableStats:
         """Per group of the raw ``table``: the mean vector and the scale :meth:`standardize` divides by."""
         groups = {}
         for name, (start, stop) in self.groups.items():
-            mean = table[start:stop].mean(0)
-            scale = (table[start:stop] - mean).norm(dim=1).mean().clamp_min(1e-8)
+            mean, scale = group_moments(table[start:stop])
             groups[name] = (mean.numpy().astype(np.float32), float(scale))
         return TableStats(groups)
